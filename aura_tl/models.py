@@ -170,7 +170,40 @@ def load_model(
             model = _load_local_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx)
     model.eval()
     model.cfg.model_name = name_or_path if name_or_path in EMBEDDED_MODELS else model.cfg.model_name
+    if folder is not None:
+        from transformers import AutoTokenizer
+
+        model._aura_tl_hf_tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return model
+
+
+def hf_tokenizer(model):
+    """The model's tokenizer exactly as Hugging Face (and lm-eval's `hf`) uses it.
+
+    TransformerLens swaps in a copy that always prepends BOS; tokenising with the original keeps token ids, and so
+    log-probs and generations, identical to the HF model's.
+    """
+    tokenizer = getattr(model, "_aura_tl_hf_tokenizer", None)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        name = getattr(model.cfg, "tokenizer_name", None)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name) if name else model.tokenizer
+        except (OSError, ValueError):
+            tokenizer = model.tokenizer
+        model._aura_tl_hf_tokenizer = tokenizer
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer")
+    return tokenizer
+
+
+def pad_token_id(tokenizer) -> int:
+    """Padding id: the tokenizer's own, else EOS, else 0 (padding never reaches a real token's output)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: int | None):

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names
 from aura_tl.io import atomic_save_safetensors, load_safetensors
+from aura_tl.models import hf_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
 POOLINGS = ("max", "mean", "last")
@@ -39,9 +40,7 @@ def tokenize(model, texts: Sequence[str], max_length: int | None = None) -> tupl
     Special tokens (BOS and the like) never count for pooling. Texts longer than `max_length` (default n_ctx) are
     truncated; the number truncated is returned so callers can say so.
     """
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        raise ValueError("the model has no tokenizer")
+    tokenizer = hf_tokenizer(model)
     max_length = max_length or model.cfg.n_ctx
     encoded = tokenizer(list(texts), add_special_tokens=True, return_special_tokens_mask=True)
     ids, content, truncated = [], [], 0
@@ -55,7 +54,8 @@ def tokenize(model, texts: Sequence[str], max_length: int | None = None) -> tupl
 
 
 def make_batch(ids: list[list[int]], content: list[list[bool]], pad_id: int, device) -> Batch:
-    """Right padding: with causal attention, real tokens never see the padding, so no mask is needed inside."""
+    """Right padding: with causal attention real tokens never see the padding; the explicit attention mask only
+    keeps TransformerLens from guessing one from pad ids (which may equal EOS)."""
     width = max(len(x) for x in ids)
     tokens = torch.full((len(ids), width), pad_id, dtype=torch.long)
     pool_mask = torch.zeros((len(ids), width), dtype=torch.bool)
@@ -141,7 +141,7 @@ def collect_responses(
     if empty:
         raise ValueError(f"{len(empty)} texts have no content tokens (e.g. index {empty[0]}: {texts[empty[0]]!r})")
     device = model.cfg.device
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(hf_tokenizer(model))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     pooled: dict[str, Tensor] = {}
     state: dict[str, Tensor] = {}
@@ -164,7 +164,7 @@ def collect_responses(
             rows = order[start : start + batch_size]
             batch = make_batch([ids[i] for i in rows], [content[i] for i in rows], pad_id, device)
             state["mask"], state["rows"] = batch.pool_mask, torch.tensor(rows, device=out_device)
-            model(batch.tokens, return_type=None, stop_at_layer=stop_at_layer)
+            model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
     for name, tensor in pooled.items():
         if torch.isnan(tensor).any() or torch.isinf(tensor).any():
             raise ValueError(f"NaN or inf in the pooled activations of {name}: the model's numbers overflowed "

@@ -1,0 +1,135 @@
+"""Batched generation on a HookedTransformer: left padding with an explicit attention mask, TransformerLens' KV
+cache, greedy or nucleus sampling, EOS and stop strings. Hooks active on the model (an intervention) apply to every
+position, prompt and generated tokens alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+from aura_tl.models import hf_tokenizer, pad_token_id
+
+
+@dataclass
+class SamplingConfig:
+    """How the next token is chosen; `do_sample=False` is greedy (argmax)."""
+
+    max_new_tokens: int = 20
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError("temperature must be > 0 when sampling")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[Int[Tensor, "b p"], Int[Tensor, "b p"]]:
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            tokens[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def next_token(logits: Float[Tensor, "b v"], config: SamplingConfig, generator: torch.Generator | None) -> Tensor:
+    """Argmax, or a draw from the temperature-scaled distribution restricted to the top-p nucleus."""
+    if not config.do_sample:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > config.top_p  # keep the smallest set reaching top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate_ids(
+    model,
+    prompts: Sequence[Sequence[int]],
+    config: SamplingConfig,
+    *,
+    eos_token_ids: Sequence[int] = (),
+    stop_check=None,
+) -> list[list[int]]:
+    """New token ids for each prompt (one batch). Stops per row at EOS or when `stop_check(row_ids)` is true."""
+    device = model.cfg.device
+    pad_id = pad_token_id(hf_tokenizer(model))
+    tokens, mask = left_pad(prompts, pad_id, device)
+    batch = tokens.shape[0]
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
+    logits = model(tokens, attention_mask=mask, past_kv_cache=cache)[:, -1]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    for step in range(config.max_new_tokens):
+        chosen = next_token(logits, config, generator)
+        for i in (~done).nonzero().flatten().tolist():
+            out[i].append(int(chosen[i]))
+            if (eos.numel() and bool((eos == chosen[i]).any())) or (stop_check and stop_check(out[i])):
+                done[i] = True
+        if bool(done.all()) or step == config.max_new_tokens - 1:
+            break
+        logits = model(chosen[:, None], attention_mask=torch.ones_like(chosen[:, None]), past_kv_cache=cache)[:, -1]
+    return out
+
+
+def generate(
+    model,
+    prompts: Sequence[str],
+    config: SamplingConfig | None = None,
+    *,
+    batch_size: int = 16,
+    stop: Sequence[str] = (),
+    stop_at_eos: bool = True,
+    progress: bool = False,
+) -> list[str]:
+    """Continuations (text only, without the prompt) for each prompt, cut at the first stop string."""
+    config = config or SamplingConfig()
+    tokenizer = hf_tokenizer(model)
+    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    limit = model.cfg.n_ctx - config.max_new_tokens
+    encoded = [ids[-limit:] for ids in encoded]  # keep the end of prompts too long for the context
+    eos = [tokenizer.eos_token_id] if stop_at_eos and tokenizer.eos_token_id is not None else []
+
+    def hit_stop(ids: list[int]) -> bool:
+        return bool(stop) and any(s in tokenizer.decode(ids[-8:]) or s in tokenizer.decode(ids) for s in stop)
+
+    texts: list[str] = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
+        rows = order[start : start + batch_size]
+        new = generate_ids(model, [encoded[i] for i in rows], config, eos_token_ids=eos,
+                           stop_check=hit_stop if stop else None)
+        for i, ids in zip(rows, new):
+            texts[i] = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop)
+    return texts
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Text up to the earliest stop string."""
+    cut = len(text)
+    for s in stop:
+        if s and s in text:
+            cut = min(cut, text.index(s))
+    return text[:cut]
