@@ -113,7 +113,8 @@ def generate(
     eos = [tokenizer.eos_token_id] if stop_at_eos and tokenizer.eos_token_id is not None else []
 
     def hit_stop(ids: list[int]) -> bool:
-        return bool(stop) and any(s in tokenizer.decode(ids[-8:]) or s in tokenizer.decode(ids) for s in stop)
+        text = tokenizer.decode(ids)
+        return any(s and s in text for s in stop)
 
     texts: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))

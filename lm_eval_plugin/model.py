@@ -1,0 +1,288 @@
+"""`aura-hooked`: an lm-eval model backed by a TransformerLens `HookedTransformer` with an aura-tl intervention.
+
+    lm_eval --model aura-hooked --model_args model=smollm2-135m,method=aura --tasks rtp_toxicity,piqa_local
+
+Model args (same names as the `aura-tl` CLI):
+  model (alias pretrained)  TransformerLens name, local HF folder, .gguf file, or `smollm2-135m` (default)
+  intervention              a saved .safetensors intervention; or learn one with `method`
+  method                    none (default) | aura | det0 | damp | destein, learned at start-up when no file is given
+  data                      concept data for aura/det0/damp (file path, or `embedded`, the default)
+  max_per_class             cap on sentences per class when learning (default 500)
+  hooks                     hook pattern(s), `|`-separated in model_args (default blocks.*.mlp.hook_post)
+  strength                  lambda in [0, 1] (default: the file's, else 1)
+  num_experts, damp_alpha   k and alpha for det0/damp
+  pooling                   max | mean | last
+  destein_pairs, destein_count, destein_alpha   DeStein options (pairs file, number of pairs, fusion alpha)
+  save_intervention         write the learned intervention here
+  dtype, device             float32 (default) / bfloat16 / float16; cpu / cuda (default: cuda if available)
+  batch_size                an int, or auto / auto:N (the CLI's --batch_size also reaches here)
+  max_length, max_gen_toks  context length (default n_ctx) and default generation length (256)
+
+Scoring reuses lm-eval's `TemplateLM` (context/continuation encoding) and `Collator` (length-sorted batches,
+one-token-continuation cache, per-gen-kwargs groups), so results equal lm-eval's `hf` model on the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import TemplateLM
+from lm_eval.models.utils import (
+    Collator,
+    handle_stop_sequences,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+)
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm.auto import tqdm
+
+from aura_tl.generation import SamplingConfig, generate_ids
+from aura_tl.hooks import DEFAULT_HOOKS
+from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model
+
+log = logging.getLogger(__name__)
+
+
+def _bool(value) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+
+
+class AuraHookedLM(TemplateLM):
+    """lm-eval's three request types on a HookedTransformer, with the intervention's hooks on every position."""
+
+    backend = "causal"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        pretrained: str | None = None,
+        intervention: str | None = None,
+        method: str = "none",
+        data: str = "embedded",
+        max_per_class: int = 500,
+        hooks: str = DEFAULT_HOOKS,
+        strength: float | None = None,
+        num_experts: int | None = None,
+        damp_alpha: float | None = None,
+        pooling: str = "max",
+        destein_pairs: str | None = None,
+        destein_count: int | None = None,
+        destein_alpha: float | None = None,
+        save_intervention: str | None = None,
+        dtype: str = "float32",
+        device: str | None = None,
+        batch_size: int | str = 1,
+        max_batch_size: int = 64,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        seed: int = 0,
+        **unused,
+    ) -> None:
+        super().__init__()
+        if unused:
+            log.warning("aura-hooked ignores unknown model args: %s", sorted(unused))
+        device = device or default_device()
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("device %s asked for but CUDA is not available; using cpu", device)
+            device = "cpu"
+        self.model = load_model(pretrained or model, device=device, dtype=dtype)
+        self.tokenizer = hf_tokenizer(self.model)
+        self._device = torch.device(device)
+        self._max_length = int(max_length) if max_length else int(self.model.cfg.n_ctx)
+        self.max_gen_toks = int(max_gen_toks)
+        self.max_batch_size = int(max_batch_size)
+        self.batch_size_arg = str(batch_size)
+        self.intervention = self._make_intervention(
+            intervention, method, data=data, max_per_class=int(max_per_class), hooks=hooks.replace("|", ","),
+            strength=strength, num_experts=num_experts, damp_alpha=damp_alpha, pooling=pooling,
+            destein_pairs=destein_pairs, destein_count=destein_count, destein_alpha=destein_alpha, seed=int(seed),
+        )
+        if self.intervention is not None:
+            if save_intervention:
+                self.intervention.save(save_intervention)
+            self.intervention.attach(self.model)
+            log.info("aura-hooked: %s on %d hooks, strength %s", self.intervention.method,
+                     len(self.intervention.fwd_hooks()), self.intervention.strength)
+        self.batch_size = self._resolve_batch_size(self.batch_size_arg)
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+    def _make_intervention(self, path, method, *, strength, seed, data, max_per_class, hooks, num_experts,
+                           damp_alpha, pooling, destein_pairs, destein_count, destein_alpha):
+        from aura_tl.intervention import Intervention
+
+        if path:
+            loaded = Intervention.load(path)
+            loaded.check_compatible(self.model)
+            return loaded.with_strength(float(strength)) if strength is not None else loaded
+        if method in (None, "", "none"):
+            return None
+        from aura_tl.data import load_concept_data
+        from aura_tl.learn import DEFAULT_DAMP_ALPHA, DEFAULT_NUM_EXPERTS, learn_intervention
+
+        kwargs: dict = {"strength": float(strength) if strength is not None else 1.0}
+        if method == "destein":
+            kwargs.update({k: v for k, v in {"pairs": destein_pairs, "count": destein_count,
+                                              "alpha": destein_alpha}.items() if v is not None})
+            return learn_intervention(self.model, None, method, **kwargs)
+        concept = load_concept_data(data, max_per_class=max_per_class, seed=seed)
+        return learn_intervention(
+            self.model, concept, method, hooks, pooling=pooling,
+            num_experts=int(num_experts) if num_experts else DEFAULT_NUM_EXPERTS,
+            damp_alpha=float(damp_alpha) if damp_alpha is not None else DEFAULT_DAMP_ALPHA, **kwargs,
+        )
+
+    def _resolve_batch_size(self, value: str) -> int:
+        """An int, or `auto[:N]`: the largest power of two up to max_batch_size that fits a full-length batch."""
+        if not value.startswith("auto"):
+            return max(1, int(value))
+        return self._detect_batch_size()
+
+    def _detect_batch_size(self) -> int:
+        cfg = self.model.cfg
+        if self._device.type == "cpu":  # no OOM exception on CPU: budget a quarter of the free memory
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            per_row = self.max_length * (cfg.d_vocab * 4 * 3 + cfg.d_model * cfg.n_layers * 4 * 12)
+            size = max(1, min(self.max_batch_size, int(free // 4 // per_row)))
+            return 1 << (size.bit_length() - 1)
+        size = self.max_batch_size
+        while size > 1:
+            try:
+                tokens = torch.zeros((size, self.max_length), dtype=torch.long, device=self._device)
+                with torch.inference_mode():
+                    F.log_softmax(self.model(tokens), dim=-1)
+                break
+            except torch.cuda.OutOfMemoryError:
+                size //= 2
+            finally:
+                torch.cuda.empty_cache()
+        log.info("aura-hooked: batch_size auto -> %d", size)
+        return size
+
+    # --- what TemplateLM needs ----------------------------------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eot_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        if add_special_tokens is None:
+            bos = self.tokenizer.bos_token
+            return self.tokenizer.encode(string, add_special_tokens=not (bos and string.startswith(bos)))
+        return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
+
+    def tok_decode(self, tokens: Iterable[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    # --- scoring ------------------------------------------------------------------------------------------------
+    def _continuation_logprobs(self, tokens: torch.Tensor, spans: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Log-probs [len, vocab] at the positions that predict each row's continuation (start, end exclusive).
+
+        The blocks run once on the whole batch; the final norm and unembedding run only on the positions that
+        are scored, which saves the [batch, pos, vocab] logits of every context token.
+        """
+        residual = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
+        picked = torch.cat([residual[row, start:end] for row, (start, end) in enumerate(spans)])
+        if self.model.cfg.normalization_type is not None:
+            picked = self.model.ln_final(picked[None])[0]
+        logits = self.model.unembed(picked[None])[0]
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        return list(logprobs.split([end - start for start, end in spans]))
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        def sort_key(req):
+            tokens = req[1] + req[2]
+            return -len(tokens), tuple(tokens)
+
+        reorder = Collator(requests, sort_fn=sort_key, group_by="contexts",
+                           group_fn=lambda req: req[-2] + req[-1][:-1])
+        results = []
+        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="aura-hooked loglikelihood")
+        with torch.inference_mode():
+            for chunk in reorder.get_batched(n=override_bs or self.batch_size):
+                rows, spans = [], []
+                for _, context, continuation in chunk:
+                    window = (context + continuation)[-(self.max_length + 1):][:-1]
+                    rows.append(window)
+                    spans.append((len(window) - len(continuation), len(window)))
+                width = max(len(r) for r in rows)
+                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+                tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+                for (request, context, continuation), logprobs in zip(chunk, self._continuation_logprobs(tokens, spans)):
+                    for request_str, cont, lp in reorder.get_cache(req_str=request, cxt_toks=context,
+                                                                    cont_toks=continuation, logits=logprobs[None]):
+                        target = torch.tensor(cont, device=self.device)
+                        lp = lp[0, -len(cont):]
+                        answer = (float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
+                        results.append(answer)
+                        if request_str is not None:
+                            self.cache_hook.add_partial("loglikelihood", request_str, answer)
+                        bar.update(1)
+        bar.close()
+        return reorder.get_original(results)
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        """Sum of log-probs of whole texts in disjoint windows of max_length (lm-eval's own windowing)."""
+        windows, owners = [], []
+        for index, (text,) in enumerate(req.args for req in requests):
+            pieces = get_rolling_token_windows(token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+                                               max_seq_len=self.max_length, context_len=1)
+            for window in map(make_disjoint_window, pieces):
+                windows.append((None,) + window)
+                owners.append(index)
+        scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        totals = [0.0] * len(requests)
+        for owner, (logprob, _) in zip(owners, scores):
+            totals[owner] += logprob
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        reorder = Collator([req.args for req in requests], sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
+                           group_by="gen_kwargs", group_fn=lambda r: r[1])
+        eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        results = []
+        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="aura-hooked generate")
+        for chunk in reorder.get_batched(n=self.batch_size):
+            contexts, all_kwargs = zip(*chunk)
+            kwargs = normalize_gen_kwargs(all_kwargs[0], self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            do_sample = bool(kwargs.get("do_sample", False)) and float(kwargs.get("temperature", 1.0) or 0) > 0
+            config = SamplingConfig(
+                max_new_tokens=max_gen_toks, do_sample=do_sample,
+                temperature=float(kwargs.get("temperature") or 1.0) if do_sample else 1.0,
+                top_p=float(kwargs.get("top_p") or 1.0), seed=kwargs.get("seed"),
+            )
+            max_context = self.max_length - max_gen_toks
+            prompts = [self.tok_encode(c)[-max_context:] for c in contexts]
+
+            def stop_check(ids: list[int]) -> bool:
+                text = self.tok_decode(ids, skip_special_tokens=False)
+                return any(s and s in text for s in until)
+
+            new_ids = generate_ids(self.model, prompts, config, eos_token_ids=[self.eot_token_id],
+                                   stop_check=stop_check)
+            for context, gen_kwargs, ids in zip(contexts, all_kwargs, new_ids):
+                text = postprocess_generated_text(self.tok_decode(ids), stop=until, think_end_token=None)
+                results.append(text)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                bar.update(1)
+        bar.close()
+        return reorder.get_original(results)
