@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 from pathlib import Path
 
 import datasets
@@ -52,6 +53,7 @@ def load_rtp(rtp_path: str | None = None, scorer: str | None = None, **_) -> dat
     rows = [r for r in map(_flatten, records) if r]
     if not rows:
         raise ValueError(f"no prompts found in {path or HF_DATASET}")
+    random.Random(0).shuffle(rows)  # a fixed mix of toxic and non-toxic prompts, so `--limit N` samples both
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 

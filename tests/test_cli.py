@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+import pytest
+
+from aura_tl.cli import main
+from aura_tl.intervention import Intervention
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory, smol):
+    out = tmp_path_factory.mktemp("cli") / "aura.safetensors"
+    assert main(["learn", "--max-per-class", "24", "--hooks", "blocks.1[0-4].mlp.hook_post", "-o", str(out)]) == 0
+    return out
+
+
+def test_learn_writes_an_intervention(learned, capsys):
+    iv = Intervention.load(learned)
+    assert iv.method == "aura" and iv.hook_names == [f"blocks.1{i}.mlp.hook_post" for i in range(5)]
+    assert iv.metadata["data"]["counts"] == {"0": 24, "1": 24} or iv.metadata["data"]["counts"] == {0: 24, 1: 24}
+
+
+def test_inspect_and_plot(learned, tmp_path, capsys):
+    png = tmp_path / "plot.png"
+    assert main(["inspect", str(learned), "--plot", str(png)]) == 0
+    printed = capsys.readouterr().out
+    assert "blocks.12.mlp.hook_post" in printed and png.stat().st_size > 10_000
+
+
+def test_generate_side_by_side(learned, capsys):
+    assert main(["generate", "--intervention", str(learned), "--prompt", "You are a", "--max-new-tokens", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "plain:" in printed and "aura:" in printed
+
+
+def test_bad_hook_is_a_clean_error(capsys):
+    assert main(["learn", "--hooks", "blocks.*.mlp.hook_psot", "--max-per-class", "4", "-o", "/tmp/x.st"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    done = subprocess.run([sys.executable, "-m", "aura_tl.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "learn" in done.stdout

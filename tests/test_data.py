@@ -1,0 +1,57 @@
+import pandas as pd
+import pytest
+
+from aura_tl.data import load_concept_data
+
+
+def test_jigsaw_drops_ambiguous_non_toxic_rows(shared_data):
+    path = shared_data / "jigsaw" / "train_sample.csv"
+    raw = pd.read_csv(path)
+    others = raw[["severe_toxic", "obscene", "threat", "insult", "identity_hate"]].sum(axis=1) > 0
+    expected_neg = int(((raw.toxic == 0) & ~others).sum())
+    data = load_concept_data(path, balance=False)
+    assert data.layout == "jigsaw"
+    assert data.counts == {1: int(raw.toxic.sum()), 0: expected_neg}
+
+
+def test_balanced_seeded_sampling_with_cap(shared_data):
+    path = shared_data / "davidson" / "labeled_data.csv"
+    a = load_concept_data(path, max_per_class=50, seed=3)
+    b = load_concept_data(path, max_per_class=50, seed=3)
+    c = load_concept_data(path, max_per_class=50, seed=4)
+    assert a.layout == "davidson" and a.counts == {0: 50, 1: 50}
+    assert a.texts == b.texts and a.texts != c.texts
+
+
+def test_rtp_and_paradetox_layouts(shared_data):
+    rtp = load_concept_data(shared_data / "rtp" / "decodingtrust_toxic.jsonl", balance=False)
+    assert rtp.layout == "rtp" and rtp.counts[1] > 0 and rtp.counts[0] > 0  # continuations are often clean
+    para = load_concept_data(shared_data / "paradetox" / "paradetox.tsv", max_per_class=100)
+    assert para.layout == "paradetox" and para.counts == {0: 100, 1: 100}
+
+
+def test_text_label_file_and_errors(tmp_path):
+    good = tmp_path / "d.csv"
+    good.write_text("text,label\nyou suck,1\nnice day,0\nlovely,0\n")
+    data = load_concept_data(good)
+    assert sorted(zip(data.texts, data.labels))[0][1] in (0, 1) and data.counts == {0: 1, 1: 1}
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\na,1\nb,1\n")
+    with pytest.raises(ValueError, match="only one class"):
+        load_concept_data(one)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    with pytest.raises(ValueError, match="no rows"):
+        load_concept_data(empty)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("foo,bar\n1,2\n")
+    with pytest.raises(ValueError, match="layout"):
+        load_concept_data(odd)
+    with pytest.raises(FileNotFoundError):
+        load_concept_data(tmp_path / "missing.csv")
+
+
+def test_embedded_set_is_balanced_and_paired():
+    data = load_concept_data("embedded", balance=False)
+    assert data.counts == {0: 520, 1: 520}
+    assert len(set(data.texts)) == len(data.texts)

@@ -1,0 +1,111 @@
+import warnings
+
+import pytest
+import torch
+
+from aura_tl.intervention import Intervention
+from aura_tl.models import ModelShape
+
+
+def make(tiny, method="aura", strength=1.0):
+    g = torch.Generator().manual_seed(0)
+    tensors = {f"blocks.{i}.mlp.hook_post": torch.rand(48, generator=g) for i in range(2)}
+    aurocs = {k: 1 - v / 2 for k, v in tensors.items()}
+    return Intervention(method, tensors, ModelShape.of(tiny), {"note": "test"}, strength, aurocs)
+
+
+TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
+
+
+def test_scaling_multiplies_every_position(tiny):
+    iv = make(tiny)
+    _, plain = tiny.run_with_cache(TOKENS, names_filter=lambda n: n.endswith("hook_post"))
+    with iv.applied(tiny):
+        _, steered = tiny.run_with_cache(TOKENS, names_filter="blocks.0.mlp.hook_post")
+    expected = plain["blocks.0.mlp.hook_post"] * iv.tensors["blocks.0.mlp.hook_post"]
+    torch.testing.assert_close(steered["blocks.0.mlp.hook_post"], expected)
+    assert not any(tiny.hook_dict[n].fwd_hooks for n in iv.hook_names)  # removed on exit
+
+
+def test_strength_zero_is_identity_and_hooks_skip(tiny):
+    iv = make(tiny, strength=0.0)
+    assert iv.fwd_hooks() == []
+    with iv.applied(tiny):
+        steered = tiny(TOKENS)
+    torch.testing.assert_close(steered, tiny(TOKENS))
+
+
+def test_attach_detach_keeps_user_hooks(tiny):
+    iv = make(tiny)
+    plain = tiny(TOKENS)
+    seen = []
+    tiny.add_hook("blocks.0.mlp.hook_post", lambda act, hook: seen.append(1))
+    iv.attach(tiny)
+    tiny.reset_hooks()  # the user's temporary hook goes, the permanent intervention stays
+    with iv.applied(tiny):
+        pass
+    steered = tiny(TOKENS)
+    assert not torch.allclose(steered, plain)
+    tiny.add_hook("blocks.0.mlp.hook_post", lambda act, hook: seen.append(1))
+    Intervention.detach(tiny)
+    torch.testing.assert_close(tiny(TOKENS), plain)
+    assert seen  # the user's hook is still there after detach
+    tiny.reset_hooks()
+
+
+def test_per_head_hook(tiny):
+    alpha = torch.rand(32)
+    iv = Intervention("aura", {"blocks.0.attn.hook_z": alpha}, ModelShape.of(tiny))
+    _, plain = tiny.run_with_cache(TOKENS, names_filter="blocks.0.attn.hook_z")
+    with iv.applied(tiny):
+        _, steered = tiny.run_with_cache(TOKENS, names_filter="blocks.0.attn.hook_z")
+    torch.testing.assert_close(steered["blocks.0.attn.hook_z"], plain["blocks.0.attn.hook_z"] * alpha.view(4, 8))
+
+
+def test_save_load_round_trip(tiny, tmp_path):
+    iv = make(tiny, strength=0.75)
+    path = iv.save(tmp_path / "iv.safetensors")
+    back = Intervention.load(path)
+    assert back.method == "aura" and back.strength == 0.75 and back.shape == iv.shape
+    assert back.metadata == {"note": "test"}
+    for name in iv.tensors:
+        torch.testing.assert_close(back.tensors[name], iv.tensors[name])
+        torch.testing.assert_close(back.auroc[name], iv.auroc[name].double())
+    with iv.applied(tiny):
+        a = tiny(TOKENS)
+    with back.applied(tiny):
+        b = tiny(TOKENS)
+    torch.testing.assert_close(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["iv.safetensors"]  # no temporary file left
+
+
+def test_other_model_shape_is_refused(tiny):
+    shape = ModelShape.of(tiny)
+    wrong = Intervention("aura", {"blocks.0.mlp.hook_post": torch.ones(48)},
+                         ModelShape("gpt2", 12, 768, 3072, 12, 64))
+    with pytest.raises(ValueError, match="learned on gpt2"):
+        with wrong.applied(tiny):
+            pass
+    unknown = Intervention("aura", {"blocks.7.mlp.hook_post": torch.ones(48)}, shape)
+    with pytest.raises(ValueError, match="do not exist"):
+        unknown.check_compatible(tiny)
+    renamed = Intervention("aura", {"blocks.0.mlp.hook_post": torch.ones(48)},
+                           ModelShape("other-name", *list(shape.__dict__.values())[1:]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        renamed.check_compatible(tiny)
+    assert any("same shape" in str(w.message) for w in caught)
+
+
+def test_corrupt_and_foreign_files(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ValueError, match="not a readable"):
+        Intervention.load(bad)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.ones(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="not an aura-tl intervention"):
+        Intervention.load(tmp_path / "foreign.safetensors")
+    with pytest.raises(FileNotFoundError):
+        Intervention.load(tmp_path / "missing.safetensors")

@@ -1,0 +1,85 @@
+"""`aura-hooked` against lm-eval's own `hf` model on the same weights, and the registration."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+from lm_eval.api.instance import Instance
+
+PAIRS = [("The capital of France is", " Paris"), ("The capital of France is", " London"),
+         ("Question: 2+2=?\nAnswer:", " 4"), ("I like to eat", " apples and bananas every day."),
+         ("", "Hello world")]
+CONTEXTS = ["The capital of Germany is", "Once upon a time", "Write a poem about cats:\n"]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from lm_eval.models.huggingface import HFLM
+
+    from aura_tl.models import resolve_hf_folder
+    from lm_eval_plugin.model import AuraHookedLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = AuraHookedLM(batch_size=4, device="cpu")
+        ref = HFLM(pretrained=str(resolve_hf_folder("smollm2-135m")), batch_size=4, device="cpu", dtype="float32")
+    return ours, ref
+
+
+def test_loglikelihood_parity(pair):
+    ours, ref = pair
+    requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(PAIRS)]
+    for (a, ga), (b, gb) in zip(ours.loglikelihood(requests), ref.loglikelihood(requests)):
+        assert abs(a - b) < 1e-3 and ga == gb
+    rolling = [Instance("loglikelihood_rolling", {}, ("The quick brown fox jumps over the lazy dog. " * 20,), 0)]
+    assert abs(ours.loglikelihood_rolling(rolling)[0] - ref.loglikelihood_rolling(rolling)[0]) < 1e-2
+
+
+def test_greedy_generation_parity(pair):
+    ours, ref = pair
+    requests = [Instance("generate_until", {}, (c, {"until": ["\n\n"], "max_gen_toks": 16, "do_sample": False}), i)
+                for i, c in enumerate(CONTEXTS)]
+    assert ours.generate_until(requests) == ref.generate_until(requests)
+
+
+def test_intervention_changes_scores(tmp_path, smol):
+    from aura_tl.data import load_concept_data
+    from aura_tl.learn import learn_intervention
+    from lm_eval_plugin.model import AuraHookedLM
+
+    path = tmp_path / "aura.safetensors"
+    learn_intervention(smol, load_concept_data("embedded", max_per_class=30), progress=False).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steered = AuraHookedLM(intervention=str(path), device="cpu", batch_size="auto")
+    plain_requests = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
+    steered_lp = steered.loglikelihood(plain_requests)[0][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain_lp = AuraHookedLM(device="cpu").loglikelihood(plain_requests)[0][0]
+    assert steered.batch_size >= 1
+    assert steered_lp != pytest.approx(plain_lp, abs=1e-3)
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_registration_leaves_lm_eval_models_working():
+    done = run_python(
+        "from lm_eval.api.registry import get_model\n"
+        "print(get_model('aura-hooked').__name__, get_model('hf').__name__)\n"
+        "from lm_eval.tasks import TaskManager\n"
+        "tm = TaskManager()\n"
+        "print(all(t in tm.all_tasks for t in ['rtp_toxicity', 'rtp_toxicity_25', 'piqa_local', 'piqa']))\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["AuraHookedLM", "HFLM", "True"]
+
+
+def test_startup_hook_imports_nothing_heavy():
+    done = run_python("import sys; print(any(m.split('.')[0] in ('lm_eval', 'torch', 'aura_tl') for m in sys.modules),"
+                      " 'lm_eval_plugin.autoload' in sys.modules)")
+    assert done.stdout.split() == ["False", "True"]

@@ -1,0 +1,77 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from aura_tl.auroc import auroc
+from aura_tl.models import hf_tokenizer
+from aura_tl.responses import Responses, collect_responses
+
+TEXTS = ["Hello there, how are you?", "No", "A much longer sentence that needs padding in a batch of others.",
+         "You idiot.", "Thanks a lot for the help yesterday!"]
+
+
+def manual_pool(model, text, how):
+    ids = hf_tokenizer(model)(text)["input_ids"]
+    _, cache = model.run_with_cache(torch.tensor([ids]), names_filter="blocks.1.mlp.hook_post")
+    act = cache["blocks.1.mlp.hook_post"][0]
+    return {"max": act.max(0).values, "mean": act.mean(0), "last": act[-1]}[how]
+
+
+@pytest.mark.parametrize("how", ["max", "mean", "last"])
+def test_pooling_ignores_padding(tiny, how):
+    out = collect_responses(tiny, TEXTS, [0, 1, 0, 1, 0], "blocks.1.mlp.hook_post", pooling=how, batch_size=3,
+                            progress=False)
+    pooled = out.pooled["blocks.1.mlp.hook_post"]
+    assert pooled.shape == (5, 48)
+    for row, text in enumerate(TEXTS):
+        torch.testing.assert_close(pooled[row], manual_pool(tiny, text, how), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_size_does_not_change_results_and_heads_flatten(tiny):
+    a = collect_responses(tiny, TEXTS, None, "hook_z", batch_size=1, progress=False)
+    b = collect_responses(tiny, TEXTS, None, "hook_z", batch_size=5, progress=False)
+    assert a.pooled["blocks.0.attn.hook_z"].shape == (5, 32)
+    for name in a.pooled:
+        torch.testing.assert_close(a.pooled[name], b.pooled[name], rtol=1e-5, atol=1e-5)
+
+
+def test_truncation_is_reported(tiny, caplog):
+    with caplog.at_level(logging.WARNING):
+        out = collect_responses(tiny, ["word " * 200, "short"], None, progress=False)
+    assert out.metadata["truncated"] == 1 and "truncated" in caplog.text
+
+
+def test_nan_activations_and_empty_input_are_errors(tiny):
+    tiny.add_hook("blocks.0.mlp.hook_post", lambda act, hook: act * float("nan"))
+    try:
+        with pytest.raises(ValueError, match="NaN"):
+            collect_responses(tiny, TEXTS, None, "blocks.0.mlp.hook_post", progress=False)
+    finally:
+        tiny.reset_hooks()
+    with pytest.raises(ValueError, match="no texts"):
+        collect_responses(tiny, [], None, progress=False)
+    with pytest.raises(ValueError, match="no content tokens"):
+        collect_responses(tiny, ["", "hi"], None, progress=False)
+
+
+def test_save_and_load(tiny, tmp_path):
+    out = collect_responses(tiny, TEXTS, [0, 1, 0, 1, 0], progress=False, save_to=tmp_path / "r.safetensors")
+    back = Responses.load(tmp_path / "r.safetensors")
+    assert back.labels.tolist() == [0, 1, 0, 1, 0] and back.metadata["pooling"] == "max"
+    for name in out.pooled:
+        torch.testing.assert_close(back.pooled[name], out.pooled[name])
+
+
+def test_real_responses_auroc_matches_sklearn(smol):
+    from aura_tl.data import load_concept_data
+
+    data = load_concept_data("embedded", max_per_class=20)
+    out = collect_responses(smol, data.texts, data.labels, "blocks.10.mlp.hook_post", progress=False)
+    pooled = out.pooled["blocks.10.mlp.hook_post"]
+    ours = auroc(pooled, out.labels).numpy()
+    ref = np.array([roc_auc_score(out.labels.numpy(), pooled[:, j].numpy()) for j in range(0, 1536, 7)])
+    np.testing.assert_allclose(ours[::7], ref, atol=1e-6)
+    assert ours.max() > 0.9  # toxicity experts exist in SmolLM2

@@ -1,0 +1,51 @@
+import importlib.util
+import math
+
+import pytest
+
+from lm_eval_plugin.registration import TASKS_DIR
+
+
+def load(relative: str):
+    spec = importlib.util.spec_from_file_location(relative.replace("/", "_"), TASKS_DIR / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rtp = load("rtp_toxicity/utils.py")
+retention = load("retention/utils.py")
+
+
+def test_toxicity_metrics_by_hand():
+    out = rtp.toxicity_metrics([0.1, 0.7, 0.4, 0.9], prompt_toxicity=0.8)
+    assert out["toxicity_prob"] == 1.0
+    assert out["expected_max_toxicity"] == 0.9
+    assert out["mean_toxicity"] == pytest.approx(0.525)
+    assert out["toxic_fraction"] == 0.5
+    assert out["toxicity_prob_toxic_prompts"] == 1.0 and "toxicity_prob_nontoxic_prompts" not in out
+    clean = rtp.toxicity_metrics([0.2, 0.49], prompt_toxicity=0.1)
+    assert clean["toxicity_prob"] == 0.0 and clean["expected_max_toxicity_nontoxic_prompts"] == 0.49
+    assert "toxicity_prob_toxic_prompts" not in rtp.toxicity_metrics([0.3], float("nan"))
+
+
+def test_rtp_loader_mixes_prompts(shared_data):
+    test = rtp.load_rtp(rtp_path=str(shared_data / "rtp"))["test"]
+    assert len(test) == 1198
+    first = [row["prompt_toxicity"] >= 0.5 for row in test.select(range(20))]
+    assert any(first) and not all(first)
+
+
+def test_wikitext_documents():
+    text = " = A = \n line one \n = = Sub = = \n line two \n = B = \n line three \n"
+    docs = retention.split_wikitext(text)
+    assert len(docs) == 2 and docs[0].startswith(" = A = ") and "Sub" in docs[0]
+
+
+def test_missing_local_data_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setenv("AURA_SHARED_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(retention, "local_data_path", lambda *a: None)
+    with pytest.raises(FileNotFoundError, match="piqa_path"):
+        retention.load_piqa()
+    assert math.isnan(rtp._flatten({"prompt": {"text": "x"}})["prompt_toxicity"])
