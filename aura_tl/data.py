@@ -136,6 +136,12 @@ def _rows_paradetox(df: pd.DataFrame) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
+def read_paradetox_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """(toxic, first non-empty neutral rewrite) pairs of a ParaDetox TSV, in file order."""
+    texts, _ = _rows_paradetox(_read_table(Path(path)))
+    return list(zip(texts[0::2], texts[1::2]))
+
+
 def _rows_text_label(df: pd.DataFrame) -> tuple[list[str], list[int]]:
     return df["text"].astype(str).tolist(), df["label"].astype(int).tolist()
 

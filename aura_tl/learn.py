@@ -79,7 +79,8 @@ def learn_intervention(
     if method in FUSION_METHODS:
         from aura_tl.destein import learn_destein
 
-        return learn_destein(model, strength=strength, batch_size=batch_size, progress=progress, **destein_kwargs)
+        return learn_destein(model, strength=strength, batch_size=min(batch_size, 16), progress=progress,
+                             **destein_kwargs)
     if method not in SCALING_METHODS:
         raise ValueError(f"unknown method '{method}'; choose from {SCALING_METHODS + FUSION_METHODS}")
     data.require_both_classes()

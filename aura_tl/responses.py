@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from aura_tl.io import atomic_save_safetensors, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
-POOLINGS = ("max", "mean", "last")
+POOLINGS = ("max", "mean", "last", "mean_last:K")
 
 
 @dataclass
@@ -70,7 +71,11 @@ def make_batch(ids: list[list[int]], content: list[list[bool]], pad_id: int, dev
 def pool(
     activation: Float[Tensor, "batch pos d"], mask: Bool[Tensor, "batch pos"], how: str
 ) -> Float[Tensor, "batch d"]:
-    """Max, mean or last of each row's masked positions."""
+    """Max, mean or last of each row's masked positions, or (`mean_last:K`) the mean of the last K of them."""
+    if how.startswith("mean_last:"):
+        k = int(how.split(":", 1)[1])
+        from_end = mask.flip(1).long().cumsum(1).flip(1)  # 1 at the last real position, 2 before it, ...
+        return pool(activation, mask & (from_end <= k), "mean")
     if how == "max":
         return activation.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
     if how == "mean":
@@ -128,7 +133,7 @@ def collect_responses(
     Sentences are batched by length to waste little compute on padding, the forward pass stops after the last
     hooked layer, and results land in preallocated [N, D] tensors on `out_device` in the input order.
     """
-    if pooling not in POOLINGS:
+    if pooling not in POOLINGS and not re.fullmatch(r"mean_last:\d+", pooling):
         raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
     if len(texts) == 0:
         raise ValueError("no texts to collect responses for")

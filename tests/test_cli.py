@@ -41,3 +41,14 @@ def test_bad_hook_is_a_clean_error(capsys):
 def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "aura_tl.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "learn" in done.stdout
+
+
+def test_destein_learn_and_heat_map(tmp_path, shared_data, capsys):
+    out = tmp_path / "destein.safetensors"
+    assert main(["learn", "--method", "destein", "--pairs", str(shared_data / "paradetox" / "paradetox.tsv"),
+                 "--count", "10", "-o", str(out)]) == 0
+    iv = Intervention.load(out)
+    assert iv.method == "destein" and len(iv.metadata["probe_accuracy"]) == 30
+    png = tmp_path / "heat.png"
+    assert main(["inspect", str(out), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 10_000 and "mean probe acc" in capsys.readouterr().out
