@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,6 +92,19 @@ def flatten_heads(activation: Tensor) -> Float[Tensor, "batch pos d"]:
     return rearrange(activation, "b p h d -> b p (h d)") if activation.ndim == 4 else activation
 
 
+def length_batches(sorted_lengths: list[int], batch_size: int, max_tokens: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges over length-sorted rows: at most `batch_size` rows and `max_tokens` padded tokens each."""
+    ranges, start = [], 0
+    for stop in range(1, len(sorted_lengths) + 1):
+        rows, width = stop - start, sorted_lengths[stop - 1]
+        if rows > 1 and (rows > batch_size or rows * width > max_tokens):
+            ranges.append((start, stop - 1))
+            start = stop - 1
+    if start < len(sorted_lengths):
+        ranges.append((start, len(sorted_lengths)))
+    return ranges
+
+
 @dataclass
 class Responses:
     """Pooled responses per hook ([N, D] each) with the labels and how they were made."""
@@ -123,6 +135,7 @@ def collect_responses(
     *,
     pooling: str = "max",
     batch_size: int = 32,
+    max_batch_tokens: int | None = None,
     max_length: int | None = None,
     progress: bool = True,
     out_device: str | torch.device = "cpu",
@@ -130,8 +143,9 @@ def collect_responses(
 ) -> Responses:
     """Run `model` over `texts` and pool every hooked neuron per sentence (padding and special tokens excluded).
 
-    Sentences are batched by length to waste little compute on padding, the forward pass stops after the last
-    hooked layer, and results land in preallocated [N, D] tensors on `out_device` in the input order.
+    Sentences are batched by length to waste little compute on padding (at most `batch_size` rows and
+    `max_batch_tokens` padded tokens, default 128 per row, so rare long texts go in small batches), the forward pass
+    stops after the last hooked layer, and results land in preallocated [N, D] tensors on `out_device` in the input order.
     """
     if pooling not in POOLINGS and not re.fullmatch(r"mean_last:\d+", pooling):
         raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
@@ -163,10 +177,10 @@ def collect_responses(
     fwd_hooks = [(name, make_hook(name)) for name in names]
     stop_at = max(layer_of(n) for n in names) + 1
     stop_at_layer = stop_at if 0 < stop_at < model.cfg.n_layers else None
-    n_batches = math.ceil(len(order) / batch_size)
+    batches = length_batches([len(ids[i]) for i in order], batch_size, max_batch_tokens or batch_size * 128)
     with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
-        for start in tqdm(range(0, len(order), batch_size), total=n_batches, desc="responses", disable=not progress):
-            rows = order[start : start + batch_size]
+        for start, stop in tqdm(batches, desc="responses", disable=not progress):
+            rows = order[start:stop]
             batch = make_batch([ids[i] for i in rows], [content[i] for i in rows], pad_id, device)
             state["mask"], state["rows"] = batch.pool_mask, torch.tensor(rows, device=out_device)
             model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)

@@ -10,14 +10,15 @@ def sklearn_columns(scores: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     return np.array([roc_auc_score(labels.numpy(), scores[:, j].numpy()) for j in range(scores.shape[1])])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("chunk_size", [None, 1, 7, 1000])
-def test_matches_sklearn_with_ties(chunk_size):
+def test_matches_sklearn_with_ties(chunk_size, backend):
     g = torch.Generator().manual_seed(1)
     scores = torch.randint(0, 4, (257, 40), generator=g).float()  # heavy ties
     scores[:, :10] = torch.randn(257, 10, generator=g)  # no ties
     scores[:, 10] = 3.0  # one constant column: AUROC 0.5
     labels = torch.randint(0, 2, (257,), generator=g)
-    ours = auroc(scores, labels, chunk_size=chunk_size).numpy()
+    ours = auroc(scores, labels, chunk_size=chunk_size, backend=backend).numpy()
     np.testing.assert_allclose(ours, sklearn_columns(scores, labels), atol=1e-9)
     assert ours[10] == 0.5
 

@@ -75,3 +75,12 @@ def test_real_responses_auroc_matches_sklearn(smol):
     ref = np.array([roc_auc_score(out.labels.numpy(), pooled[:, j].numpy()) for j in range(0, 1536, 7)])
     np.testing.assert_allclose(ours[::7], ref, atol=1e-6)
     assert ours.max() > 0.9  # toxicity experts exist in SmolLM2
+
+
+def test_length_batches_bound_rows_and_tokens():
+    from aura_tl.responses import length_batches
+
+    lengths = [1, 2, 3, 4, 5, 100, 2000]
+    batches = length_batches(lengths, batch_size=3, max_tokens=250)
+    assert batches == [(0, 3), (3, 5), (5, 6), (6, 7)]  # a long text alone, even over the budget
+    assert [i for a, b in batches for i in range(a, b)] == list(range(7))
