@@ -27,11 +27,13 @@ POOLINGS = ("max", "mean", "last", "mean_last:K")
 
 @dataclass
 class Batch:
-    """Right-padded tokens and the mask of the positions that pooling may see."""
+    """Right-padded tokens, the mask of the positions that pooling may see, and the same as row spans when every
+    row's content is one contiguous run (`spans`: consecutive rows sharing a (first, last+1) position range)."""
 
     tokens: Int[Tensor, "batch pos"]
     pool_mask: Bool[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
+    spans: list[tuple[int, int, int, int]] | None = None  # (row_start, row_stop, pos_start, pos_stop)
 
 
 def tokenize(model, texts: Sequence[str], max_length: int | None = None) -> tuple[list[list[int]], list[list[bool]], int]:
@@ -64,7 +66,44 @@ def make_batch(ids: list[list[int]], content: list[list[bool]], pad_id: int, dev
         tokens[row, : len(x)] = torch.tensor(x, dtype=torch.long)
         pool_mask[row, : len(c)] = torch.tensor(c, dtype=torch.bool)
         attention[row, : len(x)] = 1
-    return Batch(tokens.to(device), pool_mask.to(device), attention.to(device))
+    return Batch(tokens.to(device), pool_mask.to(device), attention.to(device), content_spans(content))
+
+
+def content_spans(content: list[list[bool]]) -> list[tuple[int, int, int, int]] | None:
+    """Group consecutive rows whose content positions are the same contiguous range; None if any row's aren't."""
+    spans: list[tuple[int, int, int, int]] = []
+    for row, flags in enumerate(content):
+        positions = [i for i, keep in enumerate(flags) if keep]
+        first, stop = positions[0], positions[-1] + 1
+        if stop - first != len(positions):
+            return None
+        if spans and spans[-1][1] == row and spans[-1][2:] == (first, stop):
+            spans[-1] = (spans[-1][0], row + 1, first, stop)
+        else:
+            spans.append((row, row + 1, first, stop))
+    return spans
+
+
+def pool_spans(activation: Float[Tensor, "batch pos d"], spans: list[tuple[int, int, int, int]], how: str
+               ) -> Float[Tensor, "batch d"]:
+    """`pool` for rows with contiguous content: reduces views of the activation, never a masked copy of it."""
+    parts = []
+    for row_start, row_stop, first, stop in spans:
+        if how.startswith("mean_last:"):
+            first = max(first, stop - int(how.split(":", 1)[1]))
+            how_here = "mean"
+        else:
+            how_here = how
+        view = activation[row_start:row_stop, first:stop]
+        if how_here == "max":
+            parts.append(view.amax(dim=1))
+        elif how_here == "mean":
+            parts.append(view.mean(dim=1))
+        elif how_here == "last":
+            parts.append(view[:, -1])
+        else:
+            raise ValueError(f"unknown pooling '{how}'; choose from {POOLINGS}")
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def pool(
@@ -168,7 +207,8 @@ def collect_responses(
     def make_hook(name: str):
         def hook(activation: Tensor, hook) -> None:
             flat = flatten_heads(activation)
-            result = pool(flat, state["mask"], pooling)
+            spans = state["spans"]
+            result = pool_spans(flat, spans, pooling) if spans is not None else pool(flat, state["mask"], pooling)
             if name not in pooled:
                 pooled[name] = torch.empty((len(texts), result.shape[-1]), dtype=torch.float32, device=out_device)
             pooled[name][state["rows"]] = result.to(out_device, torch.float32)
@@ -182,7 +222,8 @@ def collect_responses(
         for start, stop in tqdm(batches, desc="responses", disable=not progress):
             rows = order[start:stop]
             batch = make_batch([ids[i] for i in rows], [content[i] for i in rows], pad_id, device)
-            state["mask"], state["rows"] = batch.pool_mask, torch.tensor(rows, device=out_device)
+            state["mask"], state["spans"] = batch.pool_mask, batch.spans
+            state["rows"] = torch.tensor(rows, device=out_device)
             model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
     for name, tensor in pooled.items():
         if torch.isnan(tensor).any() or torch.isinf(tensor).any():

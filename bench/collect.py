@@ -18,7 +18,7 @@ from _common import environment, peak_rss
 from aura_tl import collect_responses, load_concept_data, load_model
 from aura_tl.models import hf_tokenizer, pad_token_id
 from aura_tl.paths import shared_data_dir
-from aura_tl.responses import make_batch, tokenize
+from aura_tl.responses import length_batches, make_batch, tokenize
 
 
 def main() -> None:
@@ -34,8 +34,9 @@ def main() -> None:
     ids, content, _ = tokenize(model, data.texts)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     pad = pad_token_id(hf_tokenizer(model))
-    batches = [make_batch([ids[i] for i in order[s:s + args.batch_size]], [content[i] for i in order[s:s + args.batch_size]],
-                          pad, model.cfg.device) for s in range(0, len(order), args.batch_size)]
+    ranges = length_batches([len(ids[i]) for i in order], args.batch_size, args.batch_size * 128)  # as collect does
+    batches = [make_batch([ids[i] for i in order[a:b]], [content[i] for i in order[a:b]], pad, model.cfg.device)
+               for a, b in ranges]
     tokens = sum(int(b.attention_mask.sum()) for b in batches)
 
     def bare():

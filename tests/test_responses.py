@@ -84,3 +84,16 @@ def test_length_batches_bound_rows_and_tokens():
     batches = length_batches(lengths, batch_size=3, max_tokens=250)
     assert batches == [(0, 3), (3, 5), (5, 6), (6, 7)]  # a long text alone, even over the budget
     assert [i for a, b in batches for i in range(a, b)] == list(range(7))
+
+
+@pytest.mark.parametrize("how", ["max", "mean", "last", "mean_last:3"])
+def test_span_pooling_equals_masked_pooling(how):
+    from aura_tl.responses import content_spans, pool, pool_spans
+
+    content = [[False, True, True, False], [False, True, True, False], [True, True, True, True], [True, False, False, False]]
+    mask = torch.tensor(content)
+    activation = torch.randn(4, 4, 6)
+    spans = content_spans(content)
+    assert spans == [(0, 2, 1, 3), (2, 3, 0, 4), (3, 4, 0, 1)]
+    torch.testing.assert_close(pool_spans(activation, spans, how), pool(activation, mask, how))
+    assert content_spans([[True, False, True]]) is None  # non-contiguous content: masked pooling is used
