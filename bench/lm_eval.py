@@ -9,12 +9,17 @@ Targets: aura-hooked (none) >= 1.0 x hf; AurA hook overhead <= 3 % of aura-hooke
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from pathlib import Path
 
-from lm_eval.api.instance import Instance
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # this script is named like the package
+from lm_eval.api.instance import Instance  # noqa: E402
 
-from _common import environment
+sys.path.append(str(HERE))
+from _common import environment  # noqa: E402
 from aura_tl.data import read_jsonl
 from aura_tl.paths import shared_data_dir
 
@@ -40,11 +45,16 @@ def main() -> None:
     from aura_tl.models import resolve_hf_folder
     from lm_eval_plugin.model import AuraHookedLM
 
+    import torch
+
     reqs = requests(args.docs)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     models = {
-        "hf": HFLM(pretrained=str(resolve_hf_folder("smollm2-135m")), batch_size=args.batch_size, dtype="float32"),
-        "aura-hooked (none)": AuraHookedLM(batch_size=args.batch_size),
-        "aura-hooked (AurA)": AuraHookedLM(batch_size=args.batch_size, method="aura", max_per_class=200),
+        "hf": HFLM(pretrained=str(resolve_hf_folder("smollm2-135m")), batch_size=args.batch_size, dtype="float32",
+                   device=device),
+        "aura-hooked (none)": AuraHookedLM(batch_size=args.batch_size, device=device),
+        "aura-hooked (AurA)": AuraHookedLM(batch_size=args.batch_size, device=device, method="aura",
+                                           max_per_class=200),
     }
     print(f"requests: {len(reqs)} PIQA loglikelihood requests, batch {args.batch_size}; env: {environment()}")
     best = {}
