@@ -39,12 +39,14 @@ def sh(command: list[str], env: dict | None = None, log: Path | None = None) -> 
 def learn(args, out: Path) -> dict[str, tuple[Path, float]]:
     """Learn each method once (skipped when the file exists); returns name -> (file, seconds)."""
     common = ["--model", args.model, "--device", args.device]
+    shared_responses = ["--responses", str(out / "interventions" / "responses.safetensors")]  # aura/det0/damp
     specs = {
-        "aura": ["--method", "aura", "--data", args.concept_data, "--max-per-class", str(args.max_per_class)],
+        "aura": ["--method", "aura", "--data", args.concept_data, "--max-per-class", str(args.max_per_class),
+                 *shared_responses],
         "det0": ["--method", "det0", "--data", args.concept_data, "--max-per-class", str(args.max_per_class),
-                 "--num-experts", str(args.num_experts)],
+                 "--num-experts", str(args.num_experts), *shared_responses],
         "damp": ["--method", "damp", "--data", args.concept_data, "--max-per-class", str(args.max_per_class),
-                 "--num-experts", str(args.num_experts), "--damp-alpha", str(args.damp_alpha)],
+                 "--num-experts", str(args.num_experts), "--damp-alpha", str(args.damp_alpha), *shared_responses],
         "destein": ["--method", "destein", "--count", str(args.destein_count)]
         + (["--pairs", args.destein_pairs] if args.destein_pairs else []),
     }
@@ -85,7 +87,7 @@ def run_lm_eval(args, name: str, model_args: str, out: Path) -> Path:
             continue
         task_dir.mkdir(parents=True, exist_ok=True)
         sh(["lm_eval", "--model", "aura-hooked",
-            "--model_args", f"model={args.model},device={args.device},max_length={args.max_length}{model_args}",
+            "--model_args", f"model={args.model},max_length={args.max_length}{model_args}", "--device", args.device,
             "--tasks", task, "--limit", str(limits[task]), "--batch_size", str(args.batch_size),
             "--seed", "0", "--log_samples", "--output_path", str(task_dir)],
            env={"AURA_TL_SCORER": args.scorer}, log=task_dir / "lm_eval.log")
@@ -104,7 +106,7 @@ def collect(run_dir: Path) -> dict:
         data = json.loads(results_file.read_text())
         for task, metrics in data["results"].items():
             for key, value in metrics.items():
-                if key.endswith(",none") and "stderr" not in key:
+                if "," in key and "stderr" not in key:  # "metric,filter": the filter is `none` or `all`
                     row[f"{task}/{key.split(',')[0]}"] = value
     samples = next(run_dir.rglob("samples_rtp_toxicity_25_*.jsonl"), None)
     if samples:
