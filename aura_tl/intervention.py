@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from aura_tl.hooks import layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 from aura_tl.models import ModelShape
 
@@ -169,8 +170,9 @@ class Intervention:
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"{path} has corrupt metadata ({error})") from error
         key = "alpha/" if method in SCALING_METHODS else "direction/"
-        main = {k.removeprefix(key): v for k, v in tensors.items() if k.startswith(key)}
-        auroc = {k.removeprefix("auroc/"): v for k, v in tensors.items() if k.startswith("auroc/")}
+        in_layer_order = sorted(tensors, key=lambda k: (layer_of(k.split("/", 1)[-1]), k))  # files sort keys by name
+        main = {k.removeprefix(key): tensors[k] for k in in_layer_order if k.startswith(key)}
+        auroc = {k.removeprefix("auroc/"): tensors[k] for k in in_layer_order if k.startswith("auroc/")}
         return cls(method, main, shape, metadata, strength, auroc)
 
     def summary_rows(self) -> list[dict]:

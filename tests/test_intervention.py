@@ -68,6 +68,7 @@ def test_save_load_round_trip(tiny, tmp_path):
     back = Intervention.load(path)
     assert back.method == "aura" and back.strength == 0.75 and back.shape == iv.shape
     assert back.metadata == {"note": "test"}
+    assert back.hook_names == iv.hook_names
     for name in iv.tensors:
         torch.testing.assert_close(back.tensors[name], iv.tensors[name])
         torch.testing.assert_close(back.auroc[name], iv.auroc[name].double())
@@ -109,3 +110,9 @@ def test_corrupt_and_foreign_files(tmp_path):
         Intervention.load(tmp_path / "foreign.safetensors")
     with pytest.raises(FileNotFoundError):
         Intervention.load(tmp_path / "missing.safetensors")
+
+
+def test_load_keeps_layer_order(tmp_path):
+    names = [f"blocks.{i}.mlp.hook_post" for i in (2, 10, 11)]
+    iv = Intervention("aura", {n: torch.ones(3) * 0.5 for n in names}, ModelShape("toy", 12, 4, 3, 1, 4))
+    assert Intervention.load(iv.save(tmp_path / "o.safetensors")).hook_names == names  # not 10, 11, 2
