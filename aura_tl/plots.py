@@ -51,7 +51,7 @@ def _scaling_figure(intervention, plt):
 
 def _destein_figure(intervention, plt):
     accuracy = intervention.metadata.get("probe_accuracy", {})
-    names = list(accuracy)
+    names = sorted(accuracy, key=layer_of)  # metadata JSON is stored with sorted (lexicographic) keys
     grid = np.array([accuracy[n] for n in names]) if names else np.zeros((1, 1))
     fig, ax = plt.subplots(figsize=(7, 5))
     image = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma", vmin=0.5, vmax=1.0)
