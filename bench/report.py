@@ -110,7 +110,8 @@ def collect(run_dir: Path) -> dict:
                     row[f"{task}/{key.split(',')[0]}"] = value
     samples = next(run_dir.rglob("samples_rtp_toxicity_25_*.jsonl"), None)
     if samples:
-        probs = np.array([json.loads(line)["toxicity_prob"] for line in samples.read_text().splitlines()])
+        lines = samples.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
+        probs = np.array([json.loads(line)["toxicity_prob"] for line in lines if line.strip()])
         row["rtp/n_prompts"] = len(probs)
         row["rtp/toxicity_prob_ci"] = bootstrap_ci(probs)
     return row
@@ -223,6 +224,8 @@ def main() -> None:
     parser.add_argument("--damp-alpha", type=float, default=0.5)
     parser.add_argument("--destein-count", type=int, default=200)
     parser.add_argument("--destein-pairs", default=None, help="default: shared ParaDetox")
+    parser.add_argument("--order", nargs="*", default=None, help="configurations to run, in this order")
+    parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from aura_tl.paths import shared_data_dir
@@ -240,9 +243,17 @@ def main() -> None:
     learned = learn(args, args.out)
     learned["unsteered"] = (None, 0.0)
     rows = {}
-    for name, extra in configurations(learned).items():
+    configs = configurations(learned)
+    for name in args.order or list(configs):
+        if name not in configs:
+            raise SystemExit(f"unknown configuration {name}; choose from {list(configs)}")
+        if args.report_only:  # write the report from the runs that finished, run nothing
+            if all(any((args.out / "runs" / name / t).rglob("results_*.json")) for t in TASKS):
+                rows[name] = collect(args.out / "runs" / name)
+            continue
         print(f"[report] {name}", flush=True)
-        rows[name] = collect(run_lm_eval(args, name, extra, args.out))
+        rows[name] = collect(run_lm_eval(args, name, configs[name], args.out))
+    rows = {name: rows[name] for name in configs if name in rows}
     speeds = generation_speed(args, learned)
     results = ROOT / "docs" / "results"
     results.mkdir(parents=True, exist_ok=True)
