@@ -112,10 +112,7 @@ def generate(
     encoded = [ids[-limit:] for ids in encoded]  # keep the end of prompts too long for the context
     eos = [tokenizer.eos_token_id] if stop_at_eos and tokenizer.eos_token_id is not None else []
 
-    def hit_stop(ids: list[int]) -> bool:
-        text = tokenizer.decode(ids)
-        return any(s and s in text for s in stop)
-
+    hit_stop = stop_checker(tokenizer, stop)
     texts: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
@@ -125,6 +122,16 @@ def generate(
         for i, ids in zip(rows, new):
             texts[i] = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop)
     return texts
+
+
+def stop_checker(tokenizer, stop: Sequence[str], skip_special_tokens: bool = False):
+    """`check(ids)`: does the decoded row contain any stop string yet (a stop may span several tokens)."""
+
+    def check(ids: list[int]) -> bool:
+        text = tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        return any(s and s in text for s in stop)
+
+    return check
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

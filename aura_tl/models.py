@@ -170,10 +170,6 @@ def load_model(
             model = _load_local_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx)
     model.eval()
     model.cfg.model_name = name_or_path if name_or_path in EMBEDDED_MODELS else model.cfg.model_name
-    if folder is not None:
-        from transformers import AutoTokenizer
-
-        model._aura_tl_hf_tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return model
 
 
@@ -224,6 +220,7 @@ def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: 
         state_dict, fold_ln=True, center_writing_weights=False, center_unembed=False, fold_value_biases=True
     )
     model.cfg.model_name = folder.name
+    model._aura_tl_hf_tokenizer = tokenizer  # the unmodified HF tokenizer (see hf_tokenizer)
     return model.to(device)
 
 

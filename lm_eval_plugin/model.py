@@ -41,9 +41,9 @@ from lm_eval.models.utils import (
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
-from aura_tl.generation import SamplingConfig, generate_ids
+from aura_tl.generation import SamplingConfig, generate_ids, stop_checker
 from aura_tl.hooks import DEFAULT_HOOKS
-from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model
+from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model, pad_token_id
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class AuraHookedLM(TemplateLM):
                     rows.append(window)
                     spans.append((len(window) - len(continuation), len(window)))
                 width = max(len(r) for r in rows)
-                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+                pad = pad_token_id(self.tokenizer)
                 tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
                 for (request, context, continuation), logprobs in zip(chunk, self._continuation_logprobs(tokens, spans)):
                     for request_str, cont, lp in reorder.get_cache(req_str=request, cxt_toks=context,
@@ -273,12 +273,8 @@ class AuraHookedLM(TemplateLM):
             max_context = self.max_length - max_gen_toks
             prompts = [self.tok_encode(c)[-max_context:] for c in contexts]
 
-            def stop_check(ids: list[int]) -> bool:
-                text = self.tok_decode(ids, skip_special_tokens=False)
-                return any(s and s in text for s in until)
-
             new_ids = generate_ids(self.model, prompts, config, eos_token_ids=[self.eot_token_id],
-                                   stop_check=stop_check)
+                                   stop_check=stop_checker(self.tokenizer, until))
             for context, gen_kwargs, ids in zip(contexts, all_kwargs, new_ids):
                 text = postprocess_generated_text(self.tok_decode(ids), stop=until, think_end_token=None)
                 results.append(text)

@@ -34,7 +34,8 @@ def test_text_label_file_and_errors(tmp_path):
     good = tmp_path / "d.csv"
     good.write_text("text,label\nyou suck,1\nnice day,0\nlovely,0\n")
     data = load_concept_data(good)
-    assert sorted(zip(data.texts, data.labels))[0][1] in (0, 1) and data.counts == {0: 1, 1: 1}
+    assert data.counts == {0: 1, 1: 1}
+    assert dict(zip(data.texts, data.labels))["you suck"] == 1
     one = tmp_path / "one.csv"
     one.write_text("text,label\na,1\nb,1\n")
     with pytest.raises(ValueError, match="only one class"):
