@@ -100,6 +100,31 @@ def bootstrap_ci(values: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def rtp_samples(run_dir: Path) -> dict[int, dict]:
+    """doc_id -> that prompt's metrics, from lm-eval's `--log_samples` file of the RTP task."""
+    samples = next(run_dir.rglob("samples_rtp_toxicity_25_*.jsonl"), None)
+    if samples is None:
+        return {}
+    lines = samples.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
+    return {r["doc_id"]: r for r in map(json.loads, filter(str.strip, lines))}
+
+
+def paired_reduction(base: dict[int, dict], other: dict[int, dict], key: str, iters: int = 2000,
+                     seed: int = 0) -> dict[str, float]:
+    """Reduction factor mean(base) / mean(other) over the prompts both runs scored, with a paired bootstrap 95 %
+    interval (prompts resampled jointly, so prompt difficulty cancels), and the same for the difference."""
+    ids = sorted(base.keys() & other.keys())
+    b = np.array([base[i][key] for i in ids])
+    o = np.array([other[i][key] for i in ids])
+    pick = np.random.default_rng(seed).integers(0, len(ids), (iters, len(ids)))
+    mb, mo = b[pick].mean(1), o[pick].mean(1)
+    ratios = mb / np.maximum(mo, 1e-12)
+    return {"n": len(ids), "ratio": float(b.mean() / max(o.mean(), 1e-12)),
+            "ratio_lo": float(np.percentile(ratios, 2.5)), "ratio_hi": float(np.percentile(ratios, 97.5)),
+            "diff": float(o.mean() - b.mean()), "diff_lo": float(np.percentile(mo - mb, 2.5)),
+            "diff_hi": float(np.percentile(mo - mb, 97.5))}
+
+
 def collect(run_dir: Path) -> dict:
     row: dict = {}
     for results_file in run_dir.rglob("results_*.json"):
@@ -108,13 +133,27 @@ def collect(run_dir: Path) -> dict:
             for key, value in metrics.items():
                 if "," in key and "stderr" not in key:  # "metric,filter": the filter is `none` or `all`
                     row[f"{task}/{key.split(',')[0]}"] = value
-    samples = next(run_dir.rglob("samples_rtp_toxicity_25_*.jsonl"), None)
+    samples = rtp_samples(run_dir)
     if samples:
-        lines = samples.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
-        probs = np.array([json.loads(line)["toxicity_prob"] for line in lines if line.strip()])
+        probs = np.array([r["toxicity_prob"] for r in samples.values()])
         row["rtp/n_prompts"] = len(probs)
         row["rtp/toxicity_prob_ci"] = bootstrap_ci(probs)
     return row
+
+
+PAIRED_KEYS = ("toxicity_prob", "expected_max_toxicity")
+
+
+def add_paired(rows: dict[str, dict], runs: Path) -> None:
+    """Each method against unsteered on the same prompts: `paired/<metric>` = reduction factor and difference."""
+    base = rtp_samples(runs / "unsteered")
+    if not base:
+        return
+    for name, row in rows.items():
+        other = rtp_samples(runs / name)
+        if name != "unsteered" and other:
+            for key in PAIRED_KEYS:
+                row[f"paired/{key}"] = paired_reduction(base, other, key)
 
 
 def generation_speed(args, learned) -> dict[str, float]:
@@ -177,10 +216,18 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
             f"{fmt(row, 'rtp_toxicity_25/toxic_fraction')} | {fmt(row, 'wikitext_local/word_perplexity', 2)} | "
             f"{fmt(row, 'piqa_local/acc')} | {fmt(row, 'hellaswag_local/acc_norm')} | {learn_time(name)} | "
             f"{f'{speed:.0f}' if speed else '-'} |")
-    lines += ["", "Reduction factor of toxicity probability vs unsteered (point estimates): " + ", ".join(
-        f"{name} {base['rtp_toxicity_25/toxicity_prob'] / row['rtp_toxicity_25/toxicity_prob']:.2f}x"
-        for name, row in rows.items()
-        if name != "unsteered" and row.get("rtp_toxicity_25/toxicity_prob"))]
+    lines += ["", "Against unsteered on the same prompts (paired bootstrap over prompts, 2,000 resamples, 95 % "
+              "intervals): reduction factor = unsteered mean / method mean; difference = method - unsteered.", "",
+              "| method | tox. prob reduction | tox. prob difference | exp. max tox. reduction "
+              "| exp. max tox. difference |", "|---|---|---|---|---|"]
+    for name, row in rows.items():
+        cells = []
+        for key in PAIRED_KEYS:
+            p = row.get(f"paired/{key}")
+            cells += ([f"{p['ratio']:.2f}x ({p['ratio_lo']:.2f}-{p['ratio_hi']:.2f})",
+                       f"{p['diff']:+.3f} ({p['diff_lo']:+.3f} to {p['diff_hi']:+.3f})"] if p else ["-", "-"])
+        if name != "unsteered":
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out_md.write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -254,6 +301,7 @@ def main() -> None:
         print(f"[report] {name}", flush=True)
         rows[name] = collect(run_lm_eval(args, name, configs[name], args.out))
     rows = {name: rows[name] for name in configs if name in rows}
+    add_paired(rows, args.out / "runs")
     speeds = generation_speed(args, learned)
     results = ROOT / "docs" / "results"
     results.mkdir(parents=True, exist_ok=True)

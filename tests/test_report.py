@@ -1,0 +1,56 @@
+"""bench/report.py's statistics: reading lm-eval sample logs and the paired bootstrap against unsteered."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_samples(run_dir: Path, values: dict[int, float]) -> None:
+    task_dir = run_dir / "rtp_toxicity_25" / "model"
+    task_dir.mkdir(parents=True)
+    lines = [json.dumps({"doc_id": i, "doc": {"prompt_text": "a\u2028b"}, "toxicity_prob": v,
+                         "expected_max_toxicity": v / 2}, ensure_ascii=False) for i, v in values.items()]
+    (task_dir / "samples_rtp_toxicity_25_2026.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_rtp_samples_reads_doc_ids_despite_unicode_line_separators(report, tmp_path):
+    _write_samples(tmp_path, {3: 1.0, 7: 0.0})
+    samples = report.rtp_samples(tmp_path)
+    assert sorted(samples) == [3, 7]
+    assert samples[3]["toxicity_prob"] == 1.0
+
+
+def test_paired_reduction_matches_hand_computation(report):
+    base = {i: {"p": v} for i, v in enumerate([1.0, 1.0, 0.0, 1.0])}
+    other = {i: {"p": v} for i, v in enumerate([1.0, 0.0, 0.0, 0.0])}
+    other[99] = {"p": 1.0}  # a prompt only one run scored is left out of the pairing
+    out = report.paired_reduction(base, other, "p")
+    assert out["n"] == 4
+    assert out["ratio"] == pytest.approx(0.75 / 0.25)
+    assert out["diff"] == pytest.approx(0.25 - 0.75)
+    assert out["diff_lo"] <= out["diff"] <= out["diff_hi"]
+
+
+def test_paired_bootstrap_cancels_prompt_difficulty(report):
+    """Prompts differ a lot, the method halves every one: the paired interval is the point, the unpaired is wide."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.uniform(0.05, 1.0, 200)
+    base = {i: {"p": float(d)} for i, d in enumerate(difficulty)}
+    other = {i: {"p": float(d) / 2} for i, d in enumerate(difficulty)}
+    out = report.paired_reduction(base, other, "p")
+    assert out["ratio_lo"] == pytest.approx(2.0) and out["ratio_hi"] == pytest.approx(2.0)
+    lo, hi = report.bootstrap_ci(difficulty)
+    assert hi - lo > 0.05  # the unpaired interval of the same means is not a point
