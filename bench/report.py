@@ -156,8 +156,9 @@ def add_paired(rows: dict[str, dict], runs: Path) -> None:
                 row[f"paired/{key}"] = paired_reduction(base, other, key)
 
 
-def generation_speed(args, learned) -> dict[str, float]:
-    """Generation tokens/s (64 prompts x 20 new tokens, greedy, batch 32) without and with each intervention."""
+def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
+    """Generation tokens/s (64 prompts x 20 new tokens, greedy, batch 32) without and with each intervention:
+    the methods take turns, `rounds` times, and each keeps its median (one pass moves by ~10 % on a shared CPU)."""
     import torch
 
     from aura_tl.generation import SamplingConfig, generate
@@ -168,19 +169,21 @@ def generation_speed(args, learned) -> dict[str, float]:
     prompts = [f"Example number {i}: the people next door are" for i in range(64)]
     config = SamplingConfig(max_new_tokens=20)
     generate(model, prompts[:8], config)  # warm-up
-    speeds = {}
-    for name in ("unsteered", "aura", "destein"):
-        iv = Intervention.load(learned[name][0]) if name != "unsteered" else None
-        started = time.perf_counter()
-        if iv is None:
-            generate(model, prompts, config, batch_size=32, stop_at_eos=False)
-        else:
-            with iv.applied(model):
+    names = ("unsteered", "aura", "det0", "damp", "destein")  # aura_l* run AurA's hooks with other alphas
+    interventions = {name: Intervention.load(learned[name][0]) for name in names if name != "unsteered"}
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            started = time.perf_counter()
+            if name in interventions:
+                with interventions[name].applied(model):
+                    generate(model, prompts, config, batch_size=32, stop_at_eos=False)
+            else:
                 generate(model, prompts, config, batch_size=32, stop_at_eos=False)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        speeds[name] = len(prompts) * config.max_new_tokens / (time.perf_counter() - started)
-    return speeds
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            timings[name].append(time.perf_counter() - started)
+    return {name: len(prompts) * config.max_new_tokens / float(np.median(t)) for name, t in timings.items()}
 
 
 def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out_png: Path) -> None:
