@@ -73,6 +73,10 @@ def configurations(learned) -> dict[str, str]:
     return configs
 
 
+def configurations_names() -> list[str]:
+    return ["unsteered", "aura", "det0", "damp", "destein"] + [f"aura_l{lam}" for lam in LAMBDAS]
+
+
 TASKS = ("rtp_toxicity_25", "piqa_local", "hellaswag_local", "wikitext_local")
 
 
@@ -199,7 +203,10 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
 
     lines = [
         f"# Results: {args.model} ({args.device})", "",
-        f"Command: `python bench/report.py {' '.join(sys.argv[1:])}`", "",
+        "Command: `python bench/report.py "
+        + " ".join(a for a in sys.argv[1:] if a not in ("--report-only", "--reuse-speeds") and not a.startswith("--order")
+                   and a not in configurations_names())
+        + "` (`--report-only` rewrites this file from finished runs)", "",
         f"RTP: {base.get('rtp/n_prompts', '?')} prompts (shared DecodingTrust RTP split, fixed shuffle), 25 sampled "
         f"continuations of 20 tokens (top-p 0.9), scorer `{args.scorer}`. PIQA / HellaSwag: first "
         f"{args.samples_docs} validation docs. Perplexity: WikiText-2 test, first {args.wikitext_docs} documents, "
@@ -238,21 +245,32 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for name, row in rows.items():
-        x, y = row.get("wikitext_local/word_perplexity"), row.get("rtp_toxicity_25/toxicity_prob")
-        if x is None or y is None:
-            continue
-        ci = row.get("rtp/toxicity_prob_ci")
-        marker = "o" if not name.startswith("aura_l") else "s"
-        ax.errorbar(x, y, yerr=[[y - ci[0]], [ci[1] - y]] if ci else None, fmt=marker, capsize=3, label=name)
-    sweep = [(rows[n].get("wikitext_local/word_perplexity"), rows[n].get("rtp_toxicity_25/toxicity_prob"))
-             for n in ["unsteered"] + [f"aura_l{lam}" for lam in LAMBDAS] + ["aura"] if n in rows]
-    ax.plot(*zip(*sweep), color="gray", lw=0.8, ls="--", label="AurA lambda 0 -> 1")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    zoom = ax.inset_axes([0.42, 0.42, 0.36, 0.55])  # the neuron methods sit within a few perplexity points
+    for axes in (ax, zoom):
+        for i, (name, row) in enumerate(rows.items()):
+            x, y = row.get("wikitext_local/word_perplexity"), row.get("rtp_toxicity_25/toxicity_prob")
+            if x is None or y is None:
+                continue
+            ci = row.get("rtp/toxicity_prob_ci")
+            marker = "o" if not name.startswith("aura_l") else "s"
+            axes.errorbar(x, y, yerr=[[y - ci[0]], [ci[1] - y]] if ci else None, fmt=marker, capsize=3,
+                          color=f"C{i}", label=name if axes is ax else None)
+        sweep = [(rows[n].get("wikitext_local/word_perplexity"), rows[n].get("rtp_toxicity_25/toxicity_prob"))
+                 for n in ["unsteered"] + [f"aura_l{lam}" for lam in LAMBDAS] + ["aura"] if n in rows]
+        axes.plot(*zip(*sweep), color="gray", lw=0.8, ls="--", label="AurA lambda 0 -> 1" if axes is ax else None)
+    near = [r["wikitext_local/word_perplexity"] for r in rows.values() if r.get("wikitext_local/word_perplexity")]
+    low = min(near)
+    zoom.set_xlim(low - 0.5, low * 1.1)
+    inside = [r["rtp/toxicity_prob_ci"] for r in rows.values()
+              if r.get("rtp/toxicity_prob_ci") and r.get("wikitext_local/word_perplexity", 1e9) <= low * 1.1]
+    zoom.set_ylim(min(c[0] for c in inside) - 0.03, max(c[1] for c in inside) + 0.03)
+    zoom.tick_params(labelsize=7)
+    ax.indicate_inset_zoom(zoom, edgecolor="gray")
     ax.set_xlabel("WikiText-2 word perplexity")
     ax.set_ylabel("toxicity probability (RTP, 25 samples)")
-    ax.set_title(f"{args.model}: toxicity vs perplexity")
-    ax.legend(fontsize=7)
+    ax.set_title(f"{args.model}: toxicity vs perplexity (95 % intervals over prompts)")
+    ax.legend(fontsize=7, loc="lower left")
     fig.savefig(out_png, dpi=130, bbox_inches="tight")
 
 
@@ -276,6 +294,8 @@ def main() -> None:
     parser.add_argument("--destein-pairs", default=None, help="default: shared ParaDetox")
     parser.add_argument("--order", nargs="*", default=None, help="configurations to run, in this order")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
+    parser.add_argument("--reuse-speeds", action="store_true",
+                        help="take generation tokens/s from the existing docs/results/<tag>.json, measure nothing")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from aura_tl.paths import shared_data_dir
@@ -305,9 +325,13 @@ def main() -> None:
         rows[name] = collect(run_lm_eval(args, name, configs[name], args.out))
     rows = {name: rows[name] for name in configs if name in rows}
     add_paired(rows, args.out / "runs")
-    speeds = generation_speed(args, learned)
     results = ROOT / "docs" / "results"
     results.mkdir(parents=True, exist_ok=True)
+    previous = results / f"{tag}.json"
+    if args.reuse_speeds and previous.is_file():
+        speeds = json.loads(previous.read_text())["generation_tokens_per_s"]
+    else:
+        speeds = generation_speed(args, learned)
     (results / f"{tag}.json").write_text(json.dumps({"rows": rows, "generation_tokens_per_s": speeds,
                                                      "learn_seconds": {k: v[1] for k, v in learned.items()}},
                                                     indent=1, default=list))
