@@ -63,18 +63,22 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float]]:
     return learned
 
 
-def configurations(learned) -> dict[str, str]:
-    """name -> extra model_args."""
-    configs = {"unsteered": ""}
-    for name in ("aura", "det0", "damp", "destein"):
-        configs[name] = f",intervention={learned[name][0]}"
-    for lam in LAMBDAS:
-        configs[f"aura_l{lam}"] = f",intervention={learned['aura'][0]},strength={lam}"
-    return configs
+METHODS = ("aura", "det0", "damp", "destein")
 
 
 def configurations_names() -> list[str]:
-    return ["unsteered", "aura", "det0", "damp", "destein"] + [f"aura_l{lam}" for lam in LAMBDAS]
+    return ["unsteered", *METHODS] + [f"aura_l{lam}" for lam in LAMBDAS]
+
+
+def configurations(learned) -> dict[str, str]:
+    """name -> extra model_args, in table order."""
+    configs = {"unsteered": ""}
+    for name in METHODS:
+        configs[name] = f",intervention={learned[name][0]}"
+    for lam in LAMBDAS:
+        configs[f"aura_l{lam}"] = f",intervention={learned['aura'][0]},strength={lam}"
+    assert list(configs) == configurations_names()
+    return configs
 
 
 TASKS = ("rtp_toxicity_25", "piqa_local", "hellaswag_local", "wikitext_local")
@@ -173,7 +177,7 @@ def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
     prompts = [f"Example number {i}: the people next door are" for i in range(64)]
     config = SamplingConfig(max_new_tokens=20)
     generate(model, prompts[:8], config)  # warm-up
-    names = ("unsteered", "aura", "det0", "damp", "destein")  # aura_l* run AurA's hooks with other alphas
+    names = ("unsteered", *METHODS)  # aura_l* run AurA's hooks with other alphas
     interventions = {name: Intervention.load(learned[name][0]) for name in names if name != "unsteered"}
     timings: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
