@@ -89,7 +89,7 @@ def run_lm_eval(args, name: str, model_args: str, out: Path) -> Path:
     run_dir = out / "runs" / name
     limits = {"rtp_toxicity_25": args.prompts, "piqa_local": args.samples_docs, "hellaswag_local": args.samples_docs,
               "wikitext_local": args.wikitext_docs}
-    for task in TASKS:
+    for task in args.tasks:
         task_dir = run_dir / task
         if any(task_dir.rglob("results_*.json")):
             continue
@@ -249,6 +249,9 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    near = [r["wikitext_local/word_perplexity"] for r in rows.values() if r.get("wikitext_local/word_perplexity")]
+    if not near:  # a toxicity-only run (--tasks rtp_toxicity_25): the table says it all
+        return
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     zoom = ax.inset_axes([0.42, 0.42, 0.36, 0.55])  # the neuron methods sit within a few perplexity points
     for axes in (ax, zoom):
@@ -263,7 +266,6 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
         sweep = [(rows[n].get("wikitext_local/word_perplexity"), rows[n].get("rtp_toxicity_25/toxicity_prob"))
                  for n in ["unsteered"] + [f"aura_l{lam}" for lam in LAMBDAS] + ["aura"] if n in rows]
         axes.plot(*zip(*sweep), color="gray", lw=0.8, ls="--", label="AurA lambda 0 -> 1" if axes is ax else None)
-    near = [r["wikitext_local/word_perplexity"] for r in rows.values() if r.get("wikitext_local/word_perplexity")]
     low = min(near)
     zoom.set_xlim(low - 0.5, low * 1.1)
     inside = [r["rtp/toxicity_prob_ci"] for r in rows.values()
@@ -298,6 +300,8 @@ def main() -> None:
     parser.add_argument("--destein-pairs", default=None, help="default: shared ParaDetox")
     parser.add_argument("--order", nargs="*", default=None, help="configurations to run, in this order")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
+                        help="a subset, e.g. only rtp_toxicity_25 for a larger toxicity sample")
     parser.add_argument("--reuse-speeds", action="store_true",
                         help="take generation tokens/s from the existing docs/results/<tag>.json, measure nothing")
     args = parser.parse_args()
@@ -322,7 +326,7 @@ def main() -> None:
         if name not in configs:
             raise SystemExit(f"unknown configuration {name}; choose from {list(configs)}")
         if args.report_only:  # write the report from the runs that finished, run nothing
-            if all(any((args.out / "runs" / name / t).rglob("results_*.json")) for t in TASKS):
+            if all(any((args.out / "runs" / name / t).rglob("results_*.json")) for t in args.tasks):
                 rows[name] = collect(args.out / "runs" / name)
             continue
         print(f"[report] {name}", flush=True)
@@ -332,8 +336,8 @@ def main() -> None:
     results = ROOT / "docs" / "results"
     results.mkdir(parents=True, exist_ok=True)
     previous = results / f"{tag}.json"
-    if args.reuse_speeds and previous.is_file():
-        speeds = json.loads(previous.read_text())["generation_tokens_per_s"]
+    if args.reuse_speeds:  # none when there is no earlier file
+        speeds = json.loads(previous.read_text())["generation_tokens_per_s"] if previous.is_file() else {}
     else:
         speeds = generation_speed(args, learned)
     (results / f"{tag}.json").write_text(json.dumps({"rows": rows, "generation_tokens_per_s": speeds,
