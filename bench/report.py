@@ -66,10 +66,6 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float]]:
 METHODS = ("aura", "det0", "damp", "destein")
 
 
-def configurations_names() -> list[str]:
-    return ["unsteered", *METHODS] + [f"aura_l{lam}" for lam in LAMBDAS]
-
-
 def configurations(learned) -> dict[str, str]:
     """name -> extra model_args, in table order."""
     configs = {"unsteered": ""}
@@ -77,7 +73,6 @@ def configurations(learned) -> dict[str, str]:
         configs[name] = f",intervention={learned[name][0]}"
     for lam in LAMBDAS:
         configs[f"aura_l{lam}"] = f",intervention={learned['aura'][0]},strength={lam}"
-    assert list(configs) == configurations_names()
     return configs
 
 
@@ -194,6 +189,17 @@ def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
     return {name: len(prompts) * config.max_new_tokens / float(np.median(t)) for name, t in timings.items()}
 
 
+def reproducing_arguments(argv: list[str]) -> str:
+    """The command line without the options that only steer a partial or re-tabulating run (and their values)."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            skipping = arg in ("--order", "--report-only", "--reuse-speeds")
+        if not skipping:
+            kept.append(arg)
+    return " ".join(kept)
+
+
 def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out_png: Path) -> None:
     base = rows["unsteered"]
 
@@ -207,10 +213,8 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
 
     lines = [
         f"# Results: {args.model} ({args.device})", "",
-        "Command: `python bench/report.py "
-        + " ".join(a for a in sys.argv[1:] if a not in ("--report-only", "--reuse-speeds") and not a.startswith("--order")
-                   and a not in configurations_names())
-        + "` (`--report-only` rewrites this file from finished runs)", "",
+        f"Command: `python bench/report.py {reproducing_arguments(sys.argv[1:])}` (`--report-only` rewrites this "
+        "file from finished runs)", "",
         f"RTP: {base.get('rtp/n_prompts', '?')} prompts (shared DecodingTrust RTP split, fixed shuffle), 25 sampled "
         f"continuations of 20 tokens (top-p 0.9), scorer `{args.scorer}`. PIQA / HellaSwag: first "
         f"{args.samples_docs} validation docs. Perplexity: WikiText-2 test, first {args.wikitext_docs} documents, "
@@ -254,6 +258,8 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
         return
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     zoom = ax.inset_axes([0.42, 0.42, 0.36, 0.55])  # the neuron methods sit within a few perplexity points
+    sweep = [(rows[n].get("wikitext_local/word_perplexity"), rows[n].get("rtp_toxicity_25/toxicity_prob"))
+             for n in ["unsteered"] + [f"aura_l{lam}" for lam in LAMBDAS] + ["aura"] if n in rows]
     for axes in (ax, zoom):
         for i, (name, row) in enumerate(rows.items()):
             x, y = row.get("wikitext_local/word_perplexity"), row.get("rtp_toxicity_25/toxicity_prob")
@@ -263,8 +269,6 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
             marker = "o" if not name.startswith("aura_l") else "s"
             axes.errorbar(x, y, yerr=[[y - ci[0]], [ci[1] - y]] if ci else None, fmt=marker, capsize=3,
                           color=f"C{i}", label=name if axes is ax else None)
-        sweep = [(rows[n].get("wikitext_local/word_perplexity"), rows[n].get("rtp_toxicity_25/toxicity_prob"))
-                 for n in ["unsteered"] + [f"aura_l{lam}" for lam in LAMBDAS] + ["aura"] if n in rows]
         axes.plot(*zip(*sweep), color="gray", lw=0.8, ls="--", label="AurA lambda 0 -> 1" if axes is ax else None)
     low = min(near)
     zoom.set_xlim(low - 0.5, low * 1.1)
