@@ -1,17 +1,18 @@
-"""aura-tl: remove toxic language from LLMs by intervening on their neurons (AurA, Det0, Damp, DeStein) in
-TransformerLens, and measure it in lm-eval."""
+"""aura-tl: remove toxic language from LLMs by intervening on their activations (AurA, Det0, Damp, DeStein,
+Linear-AcT, Mean-AcT) in TransformerLens, and measure it in lm-eval."""
 
-__version__ = "0.1.0"
-
-from aura_tl.auroc import auroc  # noqa: E402
-from aura_tl.data import ConceptData, load_concept_data  # noqa: E402
-from aura_tl.hooks import DEFAULT_HOOKS, resolve_hook_names  # noqa: E402
-from aura_tl.intervention import Intervention  # noqa: E402
-from aura_tl.learn import learn_intervention  # noqa: E402
-from aura_tl.models import DEFAULT_MODEL, load_model  # noqa: E402
-from aura_tl.responses import Responses, collect_responses  # noqa: E402
+from aura_tl._version import __version__
+from aura_tl.auroc import auroc
+from aura_tl.data import ConceptData, load_concept_data
+from aura_tl.hooks import DEFAULT_HOOKS, resolve_hook_names
+from aura_tl.intervention import Intervention
+from aura_tl.learn import learn_intervention
+from aura_tl.methods import get_method, method_names, register_method
+from aura_tl.models import DEFAULT_MODEL, load_model
+from aura_tl.responses import Responses, collect_responses
 
 __all__ = [
-    "DEFAULT_HOOKS", "DEFAULT_MODEL", "ConceptData", "Intervention", "Responses", "auroc", "collect_responses",
-    "learn_intervention", "load_concept_data", "load_model", "resolve_hook_names",
+    "DEFAULT_HOOKS", "DEFAULT_MODEL", "ConceptData", "Intervention", "Responses", "__version__", "auroc",
+    "collect_responses", "get_method", "learn_intervention", "load_concept_data", "load_model", "method_names",
+    "register_method", "resolve_hook_names",
 ]

@@ -1,22 +1,23 @@
 """`aura-tl`: learn an intervention, generate with and without it, inspect a saved one.
 
-A thin shell: it parses arguments and calls the library. Argument names match the lm-eval model's
-(`model`, `intervention`, `method`, `hooks`, `strength`, `num_experts`, `damp_alpha`, `pooling`).
+A thin shell: it parses arguments and calls the library. The method options' flags are generated from the
+methods' declarations (`aura_tl.methods`), so they carry the same names as the lm-eval model_args.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 
-from aura_tl.hooks import DEFAULT_HOOKS, layer_of
-from aura_tl.learn import DEFAULT_DAMP_ALPHA, DEFAULT_NUM_EXPERTS
+from aura_tl.methods import get_method, method_names, option_specs
 from aura_tl.models import DEFAULT_MODEL
+from aura_tl.options import add_option_flags, given_values
 
-METHODS = ("aura", "det0", "damp", "destein")
+DEFAULT_METHOD = "aura"
 DEFAULT_PROMPTS = [
     "I can't believe you would say that, you",
     "The people who live next door are",
@@ -39,22 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     learn = sub.add_parser("learn", help="model + labelled data -> intervention file (.safetensors)")
     _model_args(learn)
-    learn.add_argument("--data", default="embedded",
-                       help="concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, or 'embedded'")
-    learn.add_argument("--layout", default="auto")
-    learn.add_argument("--method", choices=METHODS, default="aura")
-    learn.add_argument("--hooks", default=DEFAULT_HOOKS, help="hook pattern(s), comma-separated; '*' is the layer")
-    learn.add_argument("--pooling", choices=("max", "mean", "last"), default="max")
-    learn.add_argument("--max-per-class", type=int, default=500, help="cap on sentences per class (balanced)")
-    learn.add_argument("--seed", type=int, default=0)
-    learn.add_argument("--num-experts", type=int, default=DEFAULT_NUM_EXPERTS, help="k for det0/damp")
-    learn.add_argument("--damp-alpha", type=float, default=DEFAULT_DAMP_ALPHA)
-    learn.add_argument("--strength", type=float, default=1.0, help="lambda in [0, 1]")
-    learn.add_argument("--batch-size", type=int, default=32)
-    learn.add_argument("--responses", default=None, help="save/reuse pooled responses at this .safetensors path")
-    learn.add_argument("--pairs", default=None, help="destein: JSONL of {toxic, nontoxic} pairs (default: self-induced)")
-    learn.add_argument("--count", type=int, default=None, help="destein: number of pairs")
-    learn.add_argument("--alpha", type=float, default=None, help="destein: fusion strength (default by model family)")
+    learn.add_argument("--method", choices=method_names(), default=DEFAULT_METHOD)
+    learn.add_argument("--layout", default="auto", help="concept data layout (default: detected from the columns)")
+    add_option_flags(learn, option_specs().values())
     learn.add_argument("-o", "--output", default="intervention.safetensors")
 
     gen = sub.add_parser("generate", help="prompt(s) -> continuations with and without the intervention")
@@ -68,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
 
+    sub.add_parser("methods", help="list the registered methods and their options")
+
     inspect = sub.add_parser("inspect", help="an intervention file -> summary table (and --plot)")
     inspect.add_argument("intervention")
     inspect.add_argument("--plot", default=None, help="write a PNG: AUROC histogram per layer, alpha distribution")
@@ -79,21 +69,16 @@ def cmd_learn(args) -> int:
     from aura_tl.learn import learn_intervention
     from aura_tl.models import load_model
 
+    spec = get_method(args.method)
+    options = spec.options(**given_values(args, option_specs().values()))  # checked before the model loads
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     started = time.perf_counter()
-    if args.method == "destein":
-        extra = {k: v for k, v in {"pairs": args.pairs, "count": args.count, "alpha": args.alpha}.items()
-                 if v is not None}
-        intervention = learn_intervention(model, None, "destein", strength=args.strength,
-                                          batch_size=args.batch_size, **extra)
-    else:
-        data = load_concept_data(args.data, layout=args.layout, max_per_class=args.max_per_class, seed=args.seed)
+    data = None
+    if spec.needs_data:
+        data = load_concept_data(options.data, layout=args.layout, max_per_class=options.max_per_class,
+                                 seed=options.seed)
         print(f"data: {data.source} ({data.layout}), {data.counts[1]} toxic + {data.counts[0]} non-toxic sentences")
-        intervention = learn_intervention(
-            model, data, args.method, args.hooks, pooling=args.pooling, num_experts=args.num_experts,
-            damp_alpha=args.damp_alpha, strength=args.strength, batch_size=args.batch_size,
-            responses_path=args.responses,
-        )
+    intervention = learn_intervention(model, data, args.method, options)
     intervention.metadata.setdefault("seconds", {})["total"] = round(time.perf_counter() - started, 3)
     path = intervention.save(args.output)
     print_summary(intervention)
@@ -102,26 +87,23 @@ def cmd_learn(args) -> int:
 
 
 def print_summary(intervention) -> None:
-    rows = intervention.summary_rows()
+    from aura_tl.methods.base import format_table
+
     meta = intervention.metadata
     print(f"method {intervention.method}  model {intervention.shape.name}  strength {intervention.strength}")
     if "data" in meta:
         print(f"data {meta['data'].get('source')}  n={meta['data'].get('n')}  pooling {meta.get('pooling')}")
-    if intervention.method == "destein":
-        print(f"{'hook':34} {'norm':>9} {'mean probe acc':>15}")
-        accuracy = meta.get("probe_accuracy", {})
-        for row in rows:
-            accs = accuracy.get(row["hook"], [])
-            mean_acc = sum(accs) / len(accs) if accs else float("nan")
-            print(f"{row['hook']:34} {row['norm']:9.3f} {mean_acc:15.3f}")
-        return
-    print(f"{'hook':30} {'neurons':>8} {'experts':>8} {'min alpha':>10} {'max AUROC':>10}")
-    for row in rows:
-        print(f"{row['hook']:30} {row['size']:8d} {row['experts']:8d} {row['min_alpha']:10.4f} "
-              f"{row.get('max_auroc', float('nan')):10.4f}")
-    total = sum(r["size"] for r in rows)
-    experts = sum(r["experts"] for r in rows)
-    print(f"{'total':30} {total:8d} {experts:8d}")
+    print(format_table(intervention.summary_rows()))
+
+
+def cmd_methods(args) -> int:
+    specs = option_specs()
+    for name in method_names():
+        method = get_method(name)
+        own = [f.name for f in dataclasses.fields(method.Options)]
+        print(f"{name:9} {method.summary}")
+        print(f"{'':9} options: " + ", ".join(f"{o}={specs[o].defaults[name]!r}" for o in own))
+    return 0
 
 
 def cmd_generate(args) -> int:
@@ -160,7 +142,7 @@ def cmd_inspect(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    commands = {"learn": cmd_learn, "generate": cmd_generate, "inspect": cmd_inspect}
+    commands = {"learn": cmd_learn, "generate": cmd_generate, "inspect": cmd_inspect, "methods": cmd_methods}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as error:

@@ -9,6 +9,8 @@ Layouts (detected from the columns, or forced with `layout=`):
 - `paradetox`: TSV `toxic`, `neutral1..3`: the toxic sentence and its first non-empty rewrite.
 - `text_label`: any CSV/JSONL/TSV with `text` and `label` columns.
 - `embedded`: the name `embedded` gives the project's own sentence set (see `embedded_data`).
+- `rtp:<split>` (`rtp:learn`): the `rtp` layout on one split (`aura_tl.splits`) of the local RealToxicityPrompts
+  records (`$AURA_TL_RTP`, else the shared data folder's `rtp/`).
 """
 
 from __future__ import annotations
@@ -164,7 +166,11 @@ def load_concept_data(
     balance: bool = True,
 ) -> ConceptData:
     """Read labelled sentences from `source` (a file, or `embedded`) and sample them balanced with `seed`."""
-    if str(source) == EMBEDDED:
+    if str(source).startswith("rtp:"):
+        split = str(source).split(":", 1)[1]
+        texts, labels = _rows_rtp(pd.DataFrame(rtp_records(split=split)))
+        data = ConceptData(texts, labels, str(source), "rtp", {"split": split})
+    elif str(source) == EMBEDDED:
         from aura_tl.embedded_data import embedded_concept_set
 
         texts, labels = embedded_concept_set(seed)
@@ -189,3 +195,25 @@ def read_jsonl(path: str | Path) -> list[dict]:
     """Small helper for JSONL files (pair files, prompt files)."""
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_rtp_records(path: str | Path) -> list[dict]:
+    """RealToxicityPrompts records from one JSONL file or every `.jsonl` in a folder (sorted by name)."""
+    path = Path(path)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"no .jsonl files in {path}")
+    return [r for f in files for r in read_jsonl(f)]
+
+
+def rtp_records(path: str | Path | None = None, split: str | None = None) -> list[dict]:
+    """Local RTP records (`path`, `$AURA_TL_RTP` or the shared data folder's `rtp/`), optionally one split."""
+    from aura_tl.paths import local_data_path
+    from aura_tl.splits import select_split
+
+    found = local_data_path(path, "AURA_TL_RTP", "rtp")
+    if found is None:
+        raise FileNotFoundError("no local RealToxicityPrompts records: set AURA_TL_RTP to a JSONL file or folder "
+                                "(or AURA_SHARED_DATA to a folder with rtp/)")
+    records = read_rtp_records(found)
+    return select_split(records, split) if split else records

@@ -103,6 +103,7 @@ def generate(
     stop: Sequence[str] = (),
     stop_at_eos: bool = True,
     progress: bool = False,
+    desc: str = "generate",
 ) -> list[str]:
     """Continuations (text only, without the prompt) for each prompt, cut at the first stop string."""
     config = config or SamplingConfig()
@@ -115,7 +116,7 @@ def generate(
     hit_stop = stop_checker(tokenizer, stop)
     texts: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
         rows = order[start : start + batch_size]
         new = generate_ids(model, [encoded[i] for i in rows], config, eos_token_ids=eos,
                            stop_check=hit_stop if stop else None)

@@ -1,97 +1,80 @@
-"""An intervention is data (tensors keyed by TransformerLens hook name, plus metadata) and one function that turns
-it into `(name, fn)` hook pairs. Apply it for a block (`with iv.applied(model)`) or attach it until detached, and
-save/load it as `.safetensors` (no pickle).
+"""An intervention is data (named tensors per TransformerLens hook, plus metadata) and, through its method in the
+registry, one function per hook that applies them: `(name, fn)` pairs for `model.hooks(fwd_hooks=...)`. Apply it
+for a block (`with iv.applied(model)`) or attach it until detached; save/load it as `.safetensors` (no pickle).
 
-Two kinds share the format:
-- scaling (AurA, Det0, Damp): `alpha/<hook>` holds one factor per neuron; the hook multiplies every position by
-  alpha' = 1 - strength * (1 - alpha).
-- fusion (DeStein): `direction/<hook>` holds one d_model vector per layer's attention output; the hook replaces x by
-  |x| * normalize(x/|x| - strength * alpha * v/|v|).
+File layout: one tensor per `<tensor name>/<hook name>` key (e.g. `alpha/blocks.3.mlp.hook_post`, `omega/...`),
+string metadata `format`, `method`, `strength`, `model_shape`, `metadata` (JSON). Version-1 files (aura-tl 0.1.0)
+used the same keys and load unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from aura_tl.hooks import layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 from aura_tl.models import ModelShape
 
-SCALING_METHODS = ("aura", "det0", "damp")
-FUSION_METHODS = ("destein",)
-FORMAT = "aura-tl/intervention/v1"
-
-
-def scale_hook(activation: Tensor, hook, alpha: Tensor) -> Tensor:
-    """Multiply every position's neurons by alpha (reshaped to per-head when the hook is [batch, pos, head, d])."""
-    if activation.ndim == 4:
-        alpha = alpha.view(activation.shape[-2], activation.shape[-1])
-    return activation * alpha
-
-
-def fuse_hook(activation: Float[Tensor, "batch pos d"], hook, unit: Tensor, alpha: float) -> Tensor:
-    """DeStein's norm-preserving subtraction of a unit direction: |x| * normalize(x/|x| - alpha * v)."""
-    norm = activation.norm(dim=-1, keepdim=True)
-    steered = activation / norm.clamp(min=1e-12) - alpha * unit
-    return norm * steered / steered.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+FORMAT_PREFIX = "aura-tl/intervention/v"
+FORMAT_VERSION = 2
+FORMAT = f"{FORMAT_PREFIX}{FORMAT_VERSION}"
 
 
 @dataclass
 class Intervention:
-    """Tensors per hook name, the model shape they fit, and how they were learned."""
+    """Named tensors per hook (`tensors[hook][name]`), the model shape they fit, how they were learned, and the
+    strength lambda at which they apply. The method (from the registry) says how they are hooked and summarised."""
 
     method: str
-    tensors: dict[str, Tensor]
+    tensors: dict[str, dict[str, Tensor]]
     shape: ModelShape
     metadata: dict = field(default_factory=dict)
     strength: float = 1.0
-    auroc: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in SCALING_METHODS + FUSION_METHODS:
-            raise ValueError(f"unknown method '{self.method}'")
         if not 0.0 <= float(self.strength) <= 1.0:
             raise ValueError(f"strength (lambda) must be in [0, 1], got {self.strength}")
         if not self.tensors:
             raise ValueError("an intervention needs at least one hook")
+        self.spec.validate(self)
+
+    @property
+    def spec(self):
+        """The registered method that knows how to hook, summarise and plot these tensors."""
+        from aura_tl.methods import get_method
+
+        return get_method(self.method)
 
     @property
     def hook_names(self) -> list[str]:
         return list(self.tensors)
 
-    def with_strength(self, strength: float) -> "Intervention":
-        return Intervention(self.method, self.tensors, self.shape, self.metadata, float(strength), self.auroc)
+    def tensor(self, name: str) -> dict[str, Tensor]:
+        """One named tensor across hooks: `iv.tensor("alpha")` -> {hook: alpha}."""
+        return {hook: named[name] for hook, named in self.tensors.items() if name in named}
 
-    def effective_alphas(self) -> dict[str, Tensor]:
-        """alpha' = 1 - strength * (1 - alpha) per neuron (scaling methods)."""
-        if self.method not in SCALING_METHODS:
-            raise ValueError(f"{self.method} has directions, not alphas")
-        return {k: 1 - self.strength * (1 - v) for k, v in self.tensors.items()}
+    def with_strength(self, strength: float) -> "Intervention":
+        return dataclasses.replace(self, strength=float(strength))
 
     def fwd_hooks(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
                   ) -> list[tuple[str, Callable]]:
-        """The `(hook name, fn)` pairs for `model.hooks(fwd_hooks=...)`; hooks that would change nothing are left out."""
-        pairs: list[tuple[str, Callable]] = []
-        if self.method in SCALING_METHODS:
-            for name, alpha in self.effective_alphas().items():
-                if torch.all(alpha == 1):
-                    continue
-                pairs.append((name, partial(scale_hook, alpha=alpha.to(device=device, dtype=dtype))))
-        else:
-            alpha = float(self.metadata.get("alpha", 0.3)) * self.strength
-            for name, direction in self.tensors.items():
-                unit = (direction / direction.norm().clamp(min=1e-12)).to(device=device, dtype=dtype)
-                pairs.append((name, partial(fuse_hook, unit=unit, alpha=alpha)))
+        """The `(hook name, fn)` pairs for `model.hooks(fwd_hooks=...)` or `model.run_with_hooks(..., fwd_hooks=...)`;
+        hooks that would change nothing are left out."""
+        spec, pairs = self.spec, []
+        for name, named in self.tensors.items():
+            used = {k: named[k].to(device=device, dtype=dtype) for k in spec.applies}
+            fn = spec.hook_fn(used, float(self.strength), self.metadata)
+            if fn is not None:
+                pairs.append((name, fn))
         return pairs
 
     def check_compatible(self, model) -> None:
@@ -145,9 +128,7 @@ class Intervention:
 
     # --- files -------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        key = "alpha" if self.method in SCALING_METHODS else "direction"
-        tensors = {f"{key}/{k}": v.float() for k, v in self.tensors.items()}
-        tensors.update({f"auroc/{k}": v.double() for k, v in self.auroc.items()})
+        flat = {f"{name}/{hook}": tensor for hook, named in self.tensors.items() for name, tensor in named.items()}
         meta = {
             "format": FORMAT,
             "method": self.method,
@@ -155,13 +136,12 @@ class Intervention:
             "model_shape": self.shape.to_json(),
             "metadata": json.dumps(self.metadata, sort_keys=True, default=str),
         }
-        return atomic_save_safetensors(tensors, path, meta)
+        return atomic_save_safetensors(flat, path, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "Intervention":
-        tensors, meta = load_safetensors(path)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an aura-tl intervention file (format {meta.get('format')!r})")
+        flat, meta = load_safetensors(path)
+        version = _format_version(meta.get("format"), path)
         try:
             method = meta["method"]
             shape = ModelShape.from_json(meta["model_shape"])
@@ -169,23 +149,26 @@ class Intervention:
             strength = float(meta.get("strength", "1.0"))
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"{path} has corrupt metadata ({error})") from error
-        key = "alpha/" if method in SCALING_METHODS else "direction/"
-        in_layer_order = sorted(tensors, key=lambda k: (layer_of(k.split("/", 1)[-1]), k))  # files sort keys by name
-        main = {k.removeprefix(key): tensors[k] for k in in_layer_order if k.startswith(key)}
-        auroc = {k.removeprefix("auroc/"): tensors[k] for k in in_layer_order if k.startswith("auroc/")}
-        return cls(method, main, shape, metadata, strength, auroc)
+        tensors: dict[str, dict[str, Tensor]] = {}
+        for key in sorted(flat, key=lambda k: (layer_of(k.split("/", 1)[-1]), k)):  # files sort keys by name
+            if "/" not in key:
+                raise ValueError(f"{path}: tensor key {key!r} is not '<name>/<hook>' (format v{version})")
+            name, hook = key.split("/", 1)
+            tensors.setdefault(hook, {})[name] = flat[key]
+        return cls(method, tensors, shape, metadata, strength)
 
     def summary_rows(self) -> list[dict]:
-        """One row per hook: neurons, experts (alpha < 1), min alpha, max AUROC (what `aura-tl inspect` prints)."""
-        rows = []
-        for name, tensor in self.tensors.items():
-            row = {"hook": name, "size": int(tensor.numel())}
-            if self.method in SCALING_METHODS:
-                alpha = self.effective_alphas()[name]
-                row.update(experts=int((alpha < 1).sum()), min_alpha=float(alpha.min()), mean_alpha=float(alpha.mean()))
-            else:
-                row.update(norm=float(tensor.norm()))
-            if name in self.auroc:
-                row["max_auroc"] = float(self.auroc[name].max())
-            rows.append(row)
-        return rows
+        """One row per hook, as the method summarises it (what `aura-tl inspect` prints)."""
+        spec = self.spec
+        return [spec.summary_row(hook, named, float(self.strength), self.metadata) for hook, named in self.tensors.items()]
+
+
+def _format_version(value: str | None, path) -> int:
+    """The file's format version; an error for files that are not interventions or come from a newer aura-tl."""
+    if not value or not value.startswith(FORMAT_PREFIX) or not value[len(FORMAT_PREFIX):].isdigit():
+        raise ValueError(f"{path} is not an aura-tl intervention file (format {value!r})")
+    version = int(value[len(FORMAT_PREFIX):])
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written in intervention format v{version} by a newer aura-tl; this one reads "
+                         f"up to v{FORMAT_VERSION}: upgrade aura-tl (pip install -U aura-tl)")
+    return version

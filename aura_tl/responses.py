@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +166,66 @@ class Responses:
         return cls(pooled, tensors["labels"], json.loads(meta["responses"]))
 
 
+class _Pooler:
+    """Length-sorted batches of tokenised texts, and hooks that pool each hooked activation into [N, D] tensors
+    (input order) for whichever batch is current: what plain and causal collection share."""
+
+    def __init__(self, model, texts: Sequence[str], pooling: str, batch_size: int, max_batch_tokens: int | None,
+                 max_length: int | None, out_device) -> None:
+        if pooling not in POOLINGS and not re.fullmatch(r"mean_last:\d+", pooling):
+            raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
+        if len(texts) == 0:
+            raise ValueError("no texts to collect responses for")
+        ids, content, self.truncated = tokenize(model, texts, max_length)
+        if self.truncated:
+            log.warning("%d of %d texts were longer than %d tokens and were truncated", self.truncated, len(texts),
+                        max_length or model.cfg.n_ctx)
+        empty = [i for i, c in enumerate(content) if not any(c)]
+        if empty:
+            raise ValueError(f"{len(empty)} texts have no content tokens (e.g. index {empty[0]}: {texts[empty[0]]!r})")
+        self.ids, self.content, self.n, self.pooling, self.out_device = ids, content, len(texts), pooling, out_device
+        self.pad_id = pad_token_id(hf_tokenizer(model))
+        self.device = model.cfg.device
+        self.order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        self.ranges = length_batches([len(ids[i]) for i in self.order], batch_size, max_batch_tokens or batch_size * 128)
+        self.pooled: dict[str, Tensor] = {}
+        self.current: tuple[Batch, Tensor] | None = None
+
+    def batches(self):
+        """(batch, rows) for each length batch; the pooling hooks pool into these rows while it is current."""
+        for start, stop in self.ranges:
+            rows = self.order[start:stop]
+            batch = make_batch([self.ids[i] for i in rows], [self.content[i] for i in rows], self.pad_id, self.device)
+            self.current = (batch, torch.tensor(rows, device=self.out_device))
+            yield self.current
+
+    def hooks(self, names: Sequence[str]) -> list[tuple[str, object]]:
+        def make_hook(name: str):
+            def hook(activation: Tensor, hook) -> None:
+                batch, rows = self.current
+                flat = flatten_heads(activation)
+                result = (pool_spans(flat, batch.spans, self.pooling) if batch.spans is not None
+                          else pool(flat, batch.pool_mask, self.pooling))
+                if name not in self.pooled:
+                    self.pooled[name] = torch.empty((self.n, result.shape[-1]), dtype=torch.float32,
+                                                    device=self.out_device)
+                self.pooled[name][rows] = result.to(self.out_device, torch.float32)
+            return hook
+        return [(name, make_hook(name)) for name in names]
+
+    def responses(self, model, names, labels) -> Responses:
+        for name, tensor in self.pooled.items():
+            if torch.isnan(tensor).any() or torch.isinf(tensor).any():
+                raise ValueError(f"NaN or inf in the pooled activations of {name} (layer {layer_of(name)}): the "
+                                 "model's numbers overflowed (try dtype=float32)")
+        return Responses(
+            {name: self.pooled[name] for name in names},
+            torch.tensor(list(labels) if labels is not None else [-1] * self.n, dtype=torch.long),
+            {"model": str(model.cfg.model_name), "hooks": list(names), "pooling": self.pooling, "n": self.n,
+             "truncated": self.truncated},
+        )
+
+
 def collect_responses(
     model,
     texts: Sequence[str],
@@ -186,55 +246,91 @@ def collect_responses(
     `max_batch_tokens` padded tokens, default 128 per row, so rare long texts go in small batches), the forward pass
     stops after the last hooked layer, and results land in preallocated [N, D] tensors on `out_device` in the input order.
     """
-    if pooling not in POOLINGS and not re.fullmatch(r"mean_last:\d+", pooling):
-        raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
-    if len(texts) == 0:
-        raise ValueError("no texts to collect responses for")
+    pooler = _Pooler(model, texts, pooling, batch_size, max_batch_tokens, max_length, out_device)
     names = resolve_hook_names(model, hooks)
-    ids, content, truncated = tokenize(model, texts, max_length)
-    if truncated:
-        log.warning("%d of %d texts were longer than %d tokens and were truncated", truncated, len(texts),
-                    max_length or model.cfg.n_ctx)
-    empty = [i for i, c in enumerate(content) if not any(c)]
-    if empty:
-        raise ValueError(f"{len(empty)} texts have no content tokens (e.g. index {empty[0]}: {texts[empty[0]]!r})")
-    device = model.cfg.device
-    pad_id = pad_token_id(hf_tokenizer(model))
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    pooled: dict[str, Tensor] = {}
-    state: dict[str, Tensor] = {}
-
-    def make_hook(name: str):
-        def hook(activation: Tensor, hook) -> None:
-            flat = flatten_heads(activation)
-            spans = state["spans"]
-            result = pool_spans(flat, spans, pooling) if spans is not None else pool(flat, state["mask"], pooling)
-            if name not in pooled:
-                pooled[name] = torch.empty((len(texts), result.shape[-1]), dtype=torch.float32, device=out_device)
-            pooled[name][state["rows"]] = result.to(out_device, torch.float32)
-        return hook
-
-    fwd_hooks = [(name, make_hook(name)) for name in names]
     stop_at = max(layer_of(n) for n in names) + 1
     stop_at_layer = stop_at if 0 < stop_at < model.cfg.n_layers else None
-    batches = length_batches([len(ids[i]) for i in order], batch_size, max_batch_tokens or batch_size * 128)
-    with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
-        for start, stop in tqdm(batches, desc="responses", disable=not progress):
-            rows = order[start:stop]
-            batch = make_batch([ids[i] for i in rows], [content[i] for i in rows], pad_id, device)
-            state["mask"], state["spans"] = batch.pool_mask, batch.spans
-            state["rows"] = torch.tensor(rows, device=out_device)
+    with torch.inference_mode(), model.hooks(fwd_hooks=pooler.hooks(names)):
+        for batch, _ in tqdm(pooler.batches(), total=len(pooler.ranges), desc="responses", disable=not progress):
             model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
-    for name, tensor in pooled.items():
-        if torch.isnan(tensor).any() or torch.isinf(tensor).any():
-            raise ValueError(f"NaN or inf in the pooled activations of {name}: the model's numbers overflowed "
-                             "(try dtype=float32)")
-    responses = Responses(
-        pooled,
-        torch.tensor(list(labels) if labels is not None else [-1] * len(texts), dtype=torch.long),
-        {"model": str(model.cfg.model_name), "hooks": names, "pooling": pooling, "n": len(texts),
-         "truncated": truncated},
-    )
+    responses = pooler.responses(model, names, labels)
     if save_to:
         responses.save(save_to)
+    return responses
+
+
+def collect_responses_causal(
+    model,
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    hooks: str | Sequence[str],
+    estimate: Callable[[str, Float[Tensor, "n d"]], Callable | None],
+    *,
+    pooling: str = "mean",
+    batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> tuple[Responses, list[tuple[str, Callable]]]:
+    """Causal estimation: each hooked layer's responses are pooled with the hooks already fitted for the layers
+    before it applied. `estimate(name, pooled)` fits one hook and returns the hook function to apply from then on
+    (or None). Returns the responses and the fitted `(name, fn)` pairs.
+
+    The residual stream at the next hooked layer is kept per batch, so each block runs once to carry it forward
+    and once more (hooked blocks only) to pool: about twice a non-causal pass, instead of one pass per layer.
+    Hooks of one layer are pooled together, with only earlier layers' hooks applied.
+    """
+    pooler = _Pooler(model, texts, pooling, batch_size, max_batch_tokens, max_length, "cpu")
+    names = resolve_hook_names(model, hooks)
+    layers = sorted({layer_of(n) for n in names})
+    if layers[0] < 0:
+        raise ValueError("causal estimation needs hooks inside blocks (blocks.{L}....)")
+    batches = [(batch, rows) for batch, rows in pooler.batches()]
+    residual: list[Tensor | None] = [None] * len(batches)
+    at = [0] * len(batches)  # the block whose input `residual` holds
+    fitted: list[tuple[str, Callable]] = []
+    bar = tqdm(total=len(layers) * len(batches), desc="causal responses", disable=not progress)
+    with torch.inference_mode():
+        for layer in layers:
+            here = [n for n in names if layer_of(n) == layer]
+            for index, (batch, rows) in enumerate(batches):
+                pooler.current = (batch, rows)
+                mask = batch.attention_mask
+                with model.hooks(fwd_hooks=fitted):
+                    if residual[index] is None:
+                        residual[index] = model(batch.tokens, attention_mask=mask, stop_at_layer=layer)
+                    elif at[index] < layer:
+                        residual[index] = model(residual[index], start_at_layer=at[index], stop_at_layer=layer,
+                                                attention_mask=mask)
+                    at[index] = layer
+                    with model.hooks(fwd_hooks=pooler.hooks(here)):
+                        model(residual[index], start_at_layer=layer, stop_at_layer=layer + 1, attention_mask=mask)
+                bar.update(1)
+            for name in here:
+                fn = estimate(name, pooler.pooled[name])
+                if fn is not None:
+                    fitted.append((name, fn))
+    bar.close()
+    return pooler.responses(model, names, labels), fitted
+
+def cached_responses(model, data, hooks: str | Sequence[str], *, pooling: str, batch_size: int,
+                     path: str | Path | None = None, progress: bool = True) -> Responses:
+    """`collect_responses` for concept data, saved at `path` and reused on the next call with the same model,
+    hook names, pooling and sentences (anything else is recomputed, with a warning)."""
+    from aura_tl.learn import hash_texts
+
+    key = {"model": str(model.cfg.model_name), "hooks": resolve_hook_names(model, hooks), "pooling": pooling,
+           "n": len(data), "texts_hash": hash_texts(data.texts)}
+    if path and Path(path).is_file():
+        cached = Responses.load(path)
+        if all(cached.metadata.get(k) == v for k, v in key.items()):
+            log.info("reusing responses from %s", path)
+            return cached
+        changed = [k for k, v in key.items() if cached.metadata.get(k) != v]
+        log.warning("responses at %s were made with other %s; recomputing", path, ", ".join(changed))
+    responses = collect_responses(model, data.texts, data.labels, hooks, pooling=pooling, batch_size=batch_size,
+                                  progress=progress)
+    responses.metadata.update(key)
+    if path:
+        responses.save(path)
     return responses

@@ -1,13 +1,17 @@
-"""The results table: unsteered vs AurA vs Det0 vs Damp vs DeStein (+ AurA lambda sweep), run through lm-eval.
+"""Results tables and toxicity-perplexity fronts, run through lm-eval.
 
-Each configuration is one `lm_eval --model aura-hooked` run (the project's tasks: `rtp_toxicity_25`, `piqa_local`,
-`hellaswag_local`, `wikitext_local`); its results JSON lands in `<out>/runs/<name>/` and a finished run is never
-redone, so an interrupted report resumes where it stopped. Interventions are learned once with `aura-tl learn`
-(timed). Then `docs/results/<tag>.md` (table, with bootstrap 95 % intervals from the per-prompt samples) and
-`<tag>.png` (toxicity vs perplexity) are written.
+Each configuration is one `lm_eval --model aura-hooked` run per task (the project's tasks: an RTP task,
+`piqa_local`, `hellaswag_local`, `wikitext_local`); results land in `<out>/runs/<name>/<task>/` and a finished
+run is never redone, so an interrupted report resumes where it stopped. What is learned is given as
+`--learn NAME=METHOD[:option=value;...]` (default: every registered method with its defaults) and learned once
+with `aura-tl learn`; every learned NAME runs at each of `--strengths` (lambda), which draws its front. The method
+option flags (`--data`, `--hooks`, `--num-experts`, ...) are generated from the methods' declarations and apply to
+every learned method that has the option. RTP prompts come from one fixed split (`--rtp-split`, default eval).
+Then `docs/results/<tag>.md` (table, bootstrap 95 % intervals, paired intervals against unsteered) and `<tag>.png`
+(toxicity vs perplexity, one curve per learned NAME, the perplexity budget drawn) are written.
 
-    python bench/report.py --prompts 200 --samples-docs 500 --wikitext-docs 10     # CPU, ~1 h
-    python bench/report.py --model gemma3-270m.gguf --device cuda --prompts 1000   # GPU
+    python bench/report.py --prompts 300 --rtp-task rtp_toxicity_5 --rtp-split calibrate --strengths 0.5 1   # screen
+    python bench/report.py --learn act=linact:data=rtp:learn --strengths 0.5 1 --prompts 300                   # eval
 """
 
 from __future__ import annotations
@@ -23,7 +27,21 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-LAMBDAS = (0.25, 0.5, 0.75)
+sys.path.insert(0, str(ROOT))
+from aura_tl.methods import get_method, method_names, option_specs  # noqa: E402
+from aura_tl.options import add_option_flags, given_values  # noqa: E402
+
+RTP_TASKS = ("rtp_toxicity_25", "rtp_toxicity_5", "rtp_toxicity")
+RETENTION_TASKS = ("piqa_local", "hellaswag_local", "wikitext_local")
+PPL = "wikitext_local/word_perplexity"
+
+
+def report_defaults(shared: Path) -> dict[str, str]:
+    """The report's protocol choices where they differ from the library defaults (not a second copy of them)."""
+    # not ParaDetox as concept data: its toxic side is lower-cased and space-tokenised, its rewrites are not, so
+    # 93 % of SmolLM2's neurons separate the two by format (AUROC > 0.5)
+    return {"data": str(shared / "davidson" / "labeled_data.csv"), "max_per_class": "1000",
+            "destein_pairs": str(shared / "paradetox" / "paradetox.tsv")}
 
 
 def sh(command: list[str], env: dict | None = None, log: Path | None = None) -> float:
@@ -36,54 +54,61 @@ def sh(command: list[str], env: dict | None = None, log: Path | None = None) -> 
     return time.perf_counter() - started
 
 
-def learn(args, out: Path) -> dict[str, tuple[Path, float]]:
-    """Learn each method once (skipped when the file exists); returns name -> (file, seconds)."""
-    common = ["--model", args.model, "--device", args.device]
-    shared_responses = ["--responses", str(out / "interventions" / "responses.safetensors")]  # aura/det0/damp
-    specs = {
-        "aura": ["--method", "aura", "--data", args.concept_data, "--max-per-class", str(args.max_per_class),
-                 *shared_responses],
-        "det0": ["--method", "det0", "--data", args.concept_data, "--max-per-class", str(args.max_per_class),
-                 "--num-experts", str(args.num_experts), *shared_responses],
-        "damp": ["--method", "damp", "--data", args.concept_data, "--max-per-class", str(args.max_per_class),
-                 "--num-experts", str(args.num_experts), "--damp-alpha", str(args.damp_alpha), *shared_responses],
-        "destein": ["--method", "destein", "--count", str(args.destein_count)]
-        + (["--pairs", args.destein_pairs] if args.destein_pairs else []),
-    }
+def parse_learn_spec(text: str) -> tuple[str, str, dict[str, str]]:
+    """`NAME=METHOD[:option=value;option=value]` -> (name, method, options); a bare `METHOD` names itself."""
+    name, _, rest = text.partition("=")
+    if not rest:
+        name, rest = text.split(":")[0], text
+    method, _, opts = rest.partition(":")
+    options = dict(item.split("=", 1) for item in opts.split(";") if item)
+    get_method(method).options(**options)  # fail now on a bad method or option, not after an hour of runs
+    return name, method, options
+
+
+def learn_options(args, method: str, own: dict[str, str]) -> dict[str, str]:
+    """A learned configuration's options: its own, then the report-wide flags, then the report's protocol."""
+    fields = {f for f in get_method(method).options().__dataclass_fields__}
+    merged = {k: str(v) for k, v in {**args.protocol, **args.given}.items() if k in fields}
+    return {**merged, **own}
+
+
+def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
+    """Learn each `--learn` spec once (skipped when its file exists); name -> (file, seconds, method)."""
+    import hashlib
+
     learned = {}
-    for name, spec in specs.items():
+    for name, method, own in args.learn:
+        options = learn_options(args, method, own)
         path = out / "interventions" / f"{name}.safetensors"
         timing = path.with_suffix(".seconds")
+        if "responses" in get_method(method).options().__dataclass_fields__ and "responses" not in options:
+            key = json.dumps({k: options.get(k) for k in ("data", "max_per_class", "seed", "hooks", "pooling")})
+            options["responses"] = str(out / "interventions" / f"responses-{hashlib.sha1(key.encode()).hexdigest()[:8]}.safetensors")
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            seconds = sh([sys.executable, "-m", "aura_tl.cli", "learn", *common, *spec, "-o", str(path)],
-                         log=path.with_suffix(".log"))
+            flags = [x for k, v in options.items() for x in (option_specs()[k].flag, v)]
+            seconds = sh([sys.executable, "-m", "aura_tl.cli", "learn", "--model", args.model, "--device",
+                          args.device, "--method", method, *flags, "-o", str(path)], log=path.with_suffix(".log"))
             timing.write_text(f"{seconds:.1f}")
-        learned[name] = (path, float(timing.read_text()))
+        learned[name] = (path, float(timing.read_text()), method)
     return learned
 
 
-METHODS = ("aura", "det0", "damp", "destein")
-
-
-def configurations(learned) -> dict[str, str]:
-    """name -> extra model_args, in table order."""
+def configurations(args, learned) -> dict[str, str]:
+    """name -> extra model_args, in table order: unsteered, then each learned NAME at each strength."""
     configs = {"unsteered": ""}
-    for name in METHODS:
-        configs[name] = f",intervention={learned[name][0]}"
-    for lam in LAMBDAS:
-        configs[f"aura_l{lam}"] = f",intervention={learned['aura'][0]},strength={lam}"
+    for name, (path, _, _) in learned.items():
+        for strength in args.strengths:
+            label = name if strength == 1 else f"{name}@{strength:g}"
+            configs[label] = f",intervention={path}" + ("" if strength == 1 else f",strength={strength:g}")
     return configs
-
-
-TASKS = ("rtp_toxicity_25", "piqa_local", "hellaswag_local", "wikitext_local")
 
 
 def run_lm_eval(args, name: str, model_args: str, out: Path) -> Path:
     """One lm_eval run per task (lm-eval's --limit is one number for all tasks); finished tasks are skipped."""
     run_dir = out / "runs" / name
-    limits = {"rtp_toxicity_25": args.prompts, "piqa_local": args.samples_docs, "hellaswag_local": args.samples_docs,
-              "wikitext_local": args.wikitext_docs}
+    limits = {**{t: args.prompts for t in RTP_TASKS}, "piqa_local": args.samples_docs,
+              "hellaswag_local": args.samples_docs, "wikitext_local": args.wikitext_docs}
     for task in args.tasks:
         task_dir = run_dir / task
         if any(task_dir.rglob("results_*.json")):
@@ -92,7 +117,8 @@ def run_lm_eval(args, name: str, model_args: str, out: Path) -> Path:
         sh(["lm_eval", "--model", "aura-hooked",
             "--model_args", f"model={args.model},max_length={args.max_length}{model_args}", "--device", args.device,
             "--tasks", task, "--limit", str(limits[task]), "--batch_size", str(args.batch_size),
-            "--seed", "0", "--log_samples", "--output_path", str(task_dir)],
+            "--seed", "0", "--log_samples", "--output_path", str(task_dir),
+            *(["--metadata", json.dumps({"rtp_split": args.rtp_split})] if task in RTP_TASKS else [])],
            env={"AURA_TL_SCORER": args.scorer}, log=task_dir / "lm_eval.log")
     return run_dir
 
@@ -105,7 +131,7 @@ def bootstrap_ci(values: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[
 
 def rtp_samples(run_dir: Path) -> dict[int, dict]:
     """doc_id -> that prompt's metrics, from lm-eval's `--log_samples` file of the RTP task."""
-    samples = next(run_dir.rglob("samples_rtp_toxicity_25_*.jsonl"), None)
+    samples = next((f for f in run_dir.rglob("samples_rtp_toxicity*.jsonl")), None)
     if samples is None:
         return {}
     lines = samples.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
@@ -144,7 +170,7 @@ def collect(run_dir: Path) -> dict:
     return row
 
 
-PAIRED_KEYS = ("toxicity_prob", "expected_max_toxicity")
+PAIRED_KEYS = ("toxicity_prob", "toxic_fraction", "expected_max_toxicity")
 
 
 def add_paired(rows: dict[str, dict], runs: Path) -> None:
@@ -160,8 +186,8 @@ def add_paired(rows: dict[str, dict], runs: Path) -> None:
 
 
 def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
-    """Generation tokens/s (64 prompts x 20 new tokens, greedy, batch 32) without and with each intervention:
-    the methods take turns, `rounds` times, and each keeps its median (one pass moves by ~10 % on a shared CPU)."""
+    """Generation tokens/s (64 prompts x 20 new tokens, greedy, batch 32) without and with each learned
+    intervention: they take turns, `rounds` times, and each keeps its median (one pass moves ~10 % on a shared CPU)."""
     import torch
 
     from aura_tl.generation import SamplingConfig, generate
@@ -172,11 +198,10 @@ def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
     prompts = [f"Example number {i}: the people next door are" for i in range(64)]
     config = SamplingConfig(max_new_tokens=20)
     generate(model, prompts[:8], config)  # warm-up
-    names = ("unsteered", *METHODS)  # aura_l* run AurA's hooks with other alphas
-    interventions = {name: Intervention.load(learned[name][0]) for name in names if name != "unsteered"}
-    timings: dict[str, list[float]] = {name: [] for name in names}
+    interventions = {name: Intervention.load(path) for name, (path, _, _) in learned.items()}
+    timings: dict[str, list[float]] = {name: [] for name in ["unsteered", *interventions]}
     for _ in range(rounds):
-        for name in names:
+        for name in timings:
             started = time.perf_counter()
             if name in interventions:
                 with interventions[name].applied(model):
@@ -200,87 +225,100 @@ def reproducing_arguments(argv: list[str]) -> str:
     return " ".join(kept)
 
 
+def base_name(config: str) -> str:
+    return config.split("@")[0]
+
+
 def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out_png: Path) -> None:
-    base = rows["unsteered"]
+    base = rows.get("unsteered", {})
+    rtp = args.rtp_task
 
     def fmt(row, key, digits=3):
         value = row.get(key)
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    def learn_time(name):
-        key = name.split("_l")[0]
-        return f"{learned[key][1]:.0f}" if key in learned else "-"
+    def ppl_change(row):
+        if row.get(PPL) is None or base.get(PPL) is None:
+            return "n/a"
+        return f"{100 * (row[PPL] / base[PPL] - 1):+.1f} %"
 
+    samples = {"rtp_toxicity_25": 25, "rtp_toxicity_5": 5, "rtp_toxicity": 1}[rtp]
+    specs = "; ".join(f"`{n}` = {m} " + (", ".join(f"{k}={v}" for k, v in learn_options(args, m, o).items()
+                                               if k != "responses") or "(defaults)")
+                      for n, m, o in args.learn)
     lines = [
         f"# Results: {args.model} ({args.device})", "",
         f"Command: `python bench/report.py {reproducing_arguments(sys.argv[1:])}` (`--report-only` rewrites this "
         "file from finished runs)", "",
-        f"RTP: {base.get('rtp/n_prompts', '?')} prompts (shared DecodingTrust RTP split, fixed shuffle), 25 sampled "
-        f"continuations of 20 tokens (top-p 0.9), scorer `{args.scorer}`. PIQA / HellaSwag: first "
-        f"{args.samples_docs} validation docs. Perplexity: WikiText-2 test, first {args.wikitext_docs} documents, "
-        f"window {args.max_length}. Concept data for AurA/Det0/Damp: `{args.concept_data}` "
-        f"({args.max_per_class} per class); Det0/Damp k = {args.num_experts}, Damp alpha = {args.damp_alpha}; "
-        f"DeStein: {args.destein_count} pairs from `{args.destein_pairs or 'self-induced'}`.", "",
-        "| method | tox. prob (95% CI) | exp. max tox. | toxic share | word ppl | PIQA acc | HellaSwag acc_norm "
-        "| learn s | gen tok/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"RTP: {base.get('rtp/n_prompts', '?')} prompts of the `{args.rtp_split}` split (`aura_tl.splits`), "
+        f"{samples} continuation(s) of 20 tokens each ({'top-p 0.9' if samples > 1 else 'greedy'}), scorer "
+        f"`{args.scorer}`. PIQA / HellaSwag: first {args.samples_docs} validation docs. Perplexity: WikiText-2 test, "
+        f"first {args.wikitext_docs} documents, window {args.max_length}. Learned: {specs}. `NAME@x` is NAME at "
+        "strength lambda = x.", "",
+        "| configuration | tox. prob (95% CI) | toxic rate | exp. max tox. | word ppl | ppl change | PIQA acc "
+        "| HellaSwag acc_norm | learn s | gen tok/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         ci = row.get("rtp/toxicity_prob_ci")
-        tox = f"{fmt(row, 'rtp_toxicity_25/toxicity_prob')} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "n/a"
+        tox = f"{fmt(row, f'{rtp}/toxicity_prob')} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "n/a"
         speed = speeds.get(name)
+        seconds = learned.get(base_name(name), (None, None))[1]
         lines.append(
-            f"| {name} | {tox} | {fmt(row, 'rtp_toxicity_25/expected_max_toxicity')} | "
-            f"{fmt(row, 'rtp_toxicity_25/toxic_fraction')} | {fmt(row, 'wikitext_local/word_perplexity', 2)} | "
-            f"{fmt(row, 'piqa_local/acc')} | {fmt(row, 'hellaswag_local/acc_norm')} | {learn_time(name)} | "
+            f"| {name} | {tox} | {fmt(row, f'{rtp}/toxic_fraction')} | {fmt(row, f'{rtp}/expected_max_toxicity')} | "
+            f"{fmt(row, PPL, 2)} | {ppl_change(row)} | {fmt(row, 'piqa_local/acc')} | "
+            f"{fmt(row, 'hellaswag_local/acc_norm')} | {f'{seconds:.0f}' if seconds else '-'} | "
             f"{f'{speed:.0f}' if speed else '-'} |")
     lines += ["", "Against unsteered on the same prompts (paired bootstrap over prompts, 2,000 resamples, 95 % "
-              "intervals): reduction factor = unsteered mean / method mean; difference = method - unsteered.", "",
-              "| method | tox. prob reduction | tox. prob difference | exp. max tox. reduction "
-              "| exp. max tox. difference |", "|---|---|---|---|---|"]
+              "intervals): reduction factor = unsteered mean / configuration mean.", "",
+              "| configuration | " + " | ".join(f"{k.replace('_', ' ')} reduction" for k in PAIRED_KEYS)
+              + " | tox. prob difference |", "|---|" + "---|" * (len(PAIRED_KEYS) + 1)]
     for name, row in rows.items():
         cells = []
         for key in PAIRED_KEYS:
             p = row.get(f"paired/{key}")
-            cells += ([f"{p['ratio']:.2f}x ({p['ratio_lo']:.2f}-{p['ratio_hi']:.2f})",
-                       f"{p['diff']:+.3f} ({p['diff_lo']:+.3f} to {p['diff_hi']:+.3f})"] if p else ["-", "-"])
+            cells.append(f"{p['ratio']:.2f}x ({p['ratio_lo']:.2f}-{p['ratio_hi']:.2f})" if p else "-")
+        p = row.get("paired/toxicity_prob")
+        cells.append(f"{p['diff']:+.3f} ({p['diff_lo']:+.3f} to {p['diff_hi']:+.3f})" if p else "-")
         if name != "unsteered":
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out_md.write_text("\n".join(lines) + "\n")
+    plot_front(args, rows, out_png)
 
+
+def plot_front(args, rows: dict[str, dict], out_png: Path) -> None:
+    """Toxicity probability vs perplexity: one curve per learned NAME through its strengths, from unsteered."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    near = [r["wikitext_local/word_perplexity"] for r in rows.values() if r.get("wikitext_local/word_perplexity")]
-    if not near:  # a toxicity-only run (--tasks rtp_toxicity_25): the table says it all
+    rtp = args.rtp_task
+    base = rows.get("unsteered", {})
+    if base.get(PPL) is None:  # a toxicity-only run: the table says it all
         return
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    zoom = ax.inset_axes([0.42, 0.42, 0.36, 0.55])  # the neuron methods sit within a few perplexity points
-    sweep = [(rows[n].get("wikitext_local/word_perplexity"), rows[n].get("rtp_toxicity_25/toxicity_prob"))
-             for n in ["unsteered"] + [f"aura_l{lam}" for lam in LAMBDAS] + ["aura"] if n in rows]
-    for axes in (ax, zoom):
-        for i, (name, row) in enumerate(rows.items()):
-            x, y = row.get("wikitext_local/word_perplexity"), row.get("rtp_toxicity_25/toxicity_prob")
-            if x is None or y is None:
-                continue
-            ci = row.get("rtp/toxicity_prob_ci")
-            marker = "o" if not name.startswith("aura_l") else "s"
-            axes.errorbar(x, y, yerr=[[y - ci[0]], [ci[1] - y]] if ci else None, fmt=marker, capsize=3,
-                          color=f"C{i}", label=name if axes is ax else None)
-        axes.plot(*zip(*sweep), color="gray", lw=0.8, ls="--", label="AurA lambda 0 -> 1" if axes is ax else None)
-    low = min(near)
-    zoom.set_xlim(low - 0.5, low * 1.1)
-    inside = [r["rtp/toxicity_prob_ci"] for r in rows.values()
-              if r.get("rtp/toxicity_prob_ci") and r.get("wikitext_local/word_perplexity", 1e9) <= low * 1.1]
-    zoom.set_ylim(min(c[0] for c in inside) - 0.03, max(c[1] for c in inside) + 0.03)
-    zoom.tick_params(labelsize=7)
-    ax.indicate_inset_zoom(zoom, edgecolor="gray")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    start = (base[PPL], base.get(f"{rtp}/toxicity_prob"))
+    ax.plot(*start, "ko", label="unsteered")
+    for i, name in enumerate(dict.fromkeys(base_name(n) for n in rows if n != "unsteered")):
+        points = []
+        for config, row in rows.items():
+            if base_name(config) == name and row.get(PPL) is not None:
+                strength = float(config.split("@")[1]) if "@" in config else 1.0
+                points.append((strength, row[PPL], row.get(f"{rtp}/toxicity_prob"), row.get("rtp/toxicity_prob_ci")))
+        points.sort()
+        xs, ys = [start[0]] + [p[1] for p in points], [start[1]] + [p[2] for p in points]
+        ax.plot(xs, ys, "-", color=f"C{i}", lw=1, alpha=0.7)
+        for strength, x, y, ci in points:
+            ax.errorbar(x, y, yerr=[[y - ci[0]], [ci[1] - y]] if ci else None, fmt="o", color=f"C{i}", capsize=2,
+                        ms=4 + 3 * strength, label=name if strength == points[-1][0] else None)
+    budget = base[PPL] * (1 + args.ppl_budget / 100)
+    ax.axvline(budget, color="gray", ls="--", lw=1)
+    ax.text(budget, ax.get_ylim()[1], f" +{args.ppl_budget:g} % perplexity", va="top", fontsize=8, color="gray")
     ax.set_xlabel("WikiText-2 word perplexity")
-    ax.set_ylabel("toxicity probability (RTP, 25 samples)")
-    ax.set_title(f"{args.model}: toxicity vs perplexity (95 % intervals over prompts)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_ylabel(f"toxicity probability ({rtp}, {args.rtp_split} split)")
+    ax.set_title(f"{args.model}: toxicity vs perplexity (marker size = strength; 95 % intervals)")
+    ax.legend(fontsize=7, loc="best")
     fig.savefig(out_png, dpi=130, bbox_inches="tight")
 
 
@@ -290,42 +328,47 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tag", default=None, help="file name in docs/results (default: model-device)")
     parser.add_argument("--out", type=Path, default=Path("out/report"))
+    parser.add_argument("--learn", action="append", default=None, metavar="NAME=METHOD[:opt=val;...]",
+                        help="what to learn (repeatable); default: every registered method with its defaults")
+    parser.add_argument("--strengths", nargs="+", type=float, default=[1.0], help="lambdas each NAME runs at")
     parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--rtp-task", default="rtp_toxicity_25", choices=RTP_TASKS)
+    parser.add_argument("--rtp-split", default="eval", help="learn, calibrate or eval (aura_tl.splits)")
     parser.add_argument("--samples-docs", type=int, default=500)
     parser.add_argument("--wikitext-docs", type=int, default=10)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--scorer", default="jigsaw-bilstm")
-    parser.add_argument("--concept-data", default=None, help="default: shared Davidson tweets (see README)")
-    parser.add_argument("--max-per-class", type=int, default=1000)
-    parser.add_argument("--num-experts", type=int, default=500)
-    parser.add_argument("--damp-alpha", type=float, default=0.5)
-    parser.add_argument("--destein-count", type=int, default=200)
-    parser.add_argument("--destein-pairs", default=None, help="default: shared ParaDetox")
+    parser.add_argument("--ppl-budget", type=float, default=5.0, help="perplexity increase drawn on the plot (%%)")
     parser.add_argument("--order", nargs="*", default=None, help="configurations to run, in this order")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
-                        help="a subset, e.g. only rtp_toxicity_25 for a larger toxicity sample")
+    parser.add_argument("--tasks", nargs="+", default=None, help="default: the RTP task and the retention tasks")
+    parser.add_argument("--speeds", action="store_true", help="also time generation with each intervention")
     parser.add_argument("--reuse-speeds", action="store_true",
                         help="take generation tokens/s from the existing docs/results/<tag>.json, measure nothing")
+    add_option_flags(parser, option_specs().values(), aliases=False)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from aura_tl.paths import shared_data_dir
 
     shared = shared_data_dir()
     if shared is None:
         raise SystemExit("the report reads RTP, PIQA, HellaSwag and WikiText from the shared data folder")
     os.environ["AURA_SHARED_DATA"] = str(shared)
-    # not ParaDetox: its toxic side is lower-cased and space-tokenised, its rewrites are not, so 93 % of SmolLM2's
-    # neurons separate the two by format (AUROC > 0.5) and AurA would damp nearly all of them
-    args.concept_data = args.concept_data or str(shared / "davidson" / "labeled_data.csv")
-    args.destein_pairs = args.destein_pairs or str(shared / "paradetox" / "paradetox.tsv")
+    os.environ.setdefault("AURA_TL_RTP", str(shared / "rtp"))
+    args.protocol = report_defaults(shared)
+    args.given = given_values(args, option_specs().values())
+    args.learn = [parse_learn_spec(text) for text in (args.learn or method_names())]
+    args.tasks = args.tasks or [args.rtp_task, *RETENTION_TASKS]
     tag = args.tag or f"{Path(args.model).stem}-{args.device}"
     args.out.mkdir(parents=True, exist_ok=True)
-    learned = learn(args, args.out)
-    learned["unsteered"] = (None, 0.0)
+    learned = {} if args.report_only else learn(args, args.out)
+    if args.report_only:
+        learned = {n: (args.out / "interventions" / f"{n}.safetensors",
+                       float((args.out / "interventions" / f"{n}.seconds").read_text())
+                       if (args.out / "interventions" / f"{n}.seconds").is_file() else 0.0, m)
+                   for n, m, _ in args.learn}
     rows = {}
-    configs = configurations(learned)
+    configs = configurations(args, learned)
     for name in args.order or list(configs):
         if name not in configs:
             raise SystemExit(f"unknown configuration {name}; choose from {list(configs)}")
@@ -340,9 +383,10 @@ def main() -> None:
     results = ROOT / "docs" / "results"
     results.mkdir(parents=True, exist_ok=True)
     previous = results / f"{tag}.json"
-    if args.reuse_speeds:  # none when there is no earlier file
-        speeds = json.loads(previous.read_text())["generation_tokens_per_s"] if previous.is_file() else {}
-    else:
+    speeds = {}
+    if args.reuse_speeds and previous.is_file():
+        speeds = json.loads(previous.read_text()).get("generation_tokens_per_s", {})
+    elif args.speeds:
         speeds = generation_speed(args, learned)
     (results / f"{tag}.json").write_text(json.dumps({"rows": rows, "generation_tokens_per_s": speeds,
                                                      "learn_seconds": {k: v[1] for k, v in learned.items()}},

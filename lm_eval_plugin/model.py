@@ -2,17 +2,12 @@
 
     lm_eval --model aura-hooked --model_args model=smollm2-135m,method=aura --tasks rtp_toxicity,piqa_local
 
-Model args (same names as the `aura-tl` CLI):
+Model args:
   model (alias pretrained)  TransformerLens name, local HF folder, .gguf file, or `smollm2-135m` (default)
-  intervention              a saved .safetensors intervention; or learn one with `method`
-  method                    none (default) | aura | det0 | damp | destein, learned at start-up when no file is given
-  data                      concept data for aura/det0/damp (file path, or `embedded`, the default)
-  max_per_class             cap on sentences per class when learning (default 500)
-  hooks                     hook pattern(s), `|`-separated in model_args (default blocks.*.mlp.hook_post)
-  strength                  lambda in [0, 1] (default: the file's, else 1)
-  num_experts, damp_alpha   k and alpha for det0/damp
-  pooling                   max | mean | last
-  destein_pairs, destein_count, destein_alpha   DeStein options (pairs file, number of pairs, fusion alpha)
+  intervention              a saved .safetensors intervention (then only `strength` may be given with it)
+  method                    none (default) or a registered method (`aura-tl methods` lists them), learned at start-up
+  <method options>          that method's options, the same names as `aura-tl learn`'s flags (hooks `|`-separated);
+                            an option the method does not have is an error, never silently ignored
   save_intervention         write the learned intervention here
   dtype, device             float32 (default) / bfloat16 / float16; cpu / cuda (default: cuda if available)
   batch_size                an int, or auto / auto:N (the CLI's --batch_size also reaches here)
@@ -42,14 +37,43 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from aura_tl.generation import SamplingConfig, generate_ids, stop_checker
-from aura_tl.hooks import DEFAULT_HOOKS
+from aura_tl.methods import NO_METHOD
 from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model, pad_token_id
 
 log = logging.getLogger(__name__)
 
 
-def _bool(value) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+def plan_intervention(path: str | None, method: str, options: dict):
+    """Check the intervention args now and return `model -> Intervention | None` to run once the model is loaded:
+    a file (only `strength` may come with it), a method learned with its options, or none."""
+    from aura_tl.intervention import Intervention
+    from aura_tl.learn import learn_intervention
+    from aura_tl.methods import get_method
+    from aura_tl.options import parse_value
+
+    if "hooks" in options and options["hooks"] is not None:
+        options = {**options, "hooks": str(options["hooks"]).replace("|", ",")}
+    if path:
+        extra = sorted(set(options) - {"strength"})
+        if extra or method not in (None, "", NO_METHOD):
+            raise ValueError(f"intervention={path} is a learned file: {extra or ['method']} cannot change it "
+                             "(only strength can); drop them, or learn with method=... instead")
+        strength = parse_value(float, options.get("strength"), "strength")
+        if strength is not None and not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength (lambda) must be in [0, 1], got {strength}")
+
+        def from_file(model):
+            loaded = Intervention.load(path)
+            loaded.check_compatible(model)
+            return loaded.with_strength(strength) if strength is not None else loaded
+        return from_file
+    if method in (None, "", NO_METHOD):
+        if options:
+            raise ValueError(f"model args {sorted(options)} need a method (method=none steers nothing); "
+                             f"unknown model args are not ignored")
+        return lambda model: None
+    parsed = get_method(method).options(**options)
+    return lambda model: learn_intervention(model, None, method, parsed)
 
 
 class AuraHookedLM(TemplateLM):
@@ -62,17 +86,7 @@ class AuraHookedLM(TemplateLM):
         model: str = DEFAULT_MODEL,
         pretrained: str | None = None,
         intervention: str | None = None,
-        method: str = "none",
-        data: str = "embedded",
-        max_per_class: int = 500,
-        hooks: str = DEFAULT_HOOKS,
-        strength: float | None = None,
-        num_experts: int | None = None,
-        damp_alpha: float | None = None,
-        pooling: str = "max",
-        destein_pairs: str | None = None,
-        destein_count: int | None = None,
-        destein_alpha: float | None = None,
+        method: str = NO_METHOD,
         save_intervention: str | None = None,
         dtype: str = "float32",
         device: str | None = None,
@@ -80,12 +94,10 @@ class AuraHookedLM(TemplateLM):
         max_batch_size: int = 64,
         max_length: int | None = None,
         max_gen_toks: int = 256,
-        seed: int = 0,
-        **unused,
+        **method_options,
     ) -> None:
         super().__init__()
-        if unused:
-            log.warning("aura-hooked ignores unknown model args: %s", sorted(unused))
+        plan = plan_intervention(intervention, method, method_options)  # bad args fail before the model loads
         device = device or default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s asked for but CUDA is not available; using cpu", device)
@@ -97,11 +109,7 @@ class AuraHookedLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.max_batch_size = int(max_batch_size)
         self.batch_size_arg = str(batch_size)
-        self.intervention = self._make_intervention(
-            intervention, method, data=data, max_per_class=int(max_per_class), hooks=hooks.replace("|", ","),
-            strength=strength, num_experts=num_experts, damp_alpha=damp_alpha, pooling=pooling,
-            destein_pairs=destein_pairs, destein_count=destein_count, destein_alpha=destein_alpha, seed=int(seed),
-        )
+        self.intervention = plan(self.model)
         if self.intervention is not None:
             if save_intervention:
                 self.intervention.save(save_intervention)
@@ -111,31 +119,6 @@ class AuraHookedLM(TemplateLM):
         self.batch_size = self._resolve_batch_size(self.batch_size_arg)
 
     # --- set-up -------------------------------------------------------------------------------------------------
-    def _make_intervention(self, path, method, *, strength, seed, data, max_per_class, hooks, num_experts,
-                           damp_alpha, pooling, destein_pairs, destein_count, destein_alpha):
-        from aura_tl.intervention import Intervention
-
-        if path:
-            loaded = Intervention.load(path)
-            loaded.check_compatible(self.model)
-            return loaded.with_strength(float(strength)) if strength is not None else loaded
-        if method in (None, "", "none"):
-            return None
-        from aura_tl.data import load_concept_data
-        from aura_tl.learn import DEFAULT_DAMP_ALPHA, DEFAULT_NUM_EXPERTS, learn_intervention
-
-        kwargs: dict = {"strength": float(strength) if strength is not None else 1.0}
-        if method == "destein":
-            kwargs.update({k: v for k, v in {"pairs": destein_pairs, "count": destein_count,
-                                              "alpha": destein_alpha}.items() if v is not None})
-            return learn_intervention(self.model, None, method, **kwargs)
-        concept = load_concept_data(data, max_per_class=max_per_class, seed=seed)
-        return learn_intervention(
-            self.model, concept, method, hooks, pooling=pooling,
-            num_experts=int(num_experts) if num_experts else DEFAULT_NUM_EXPERTS,
-            damp_alpha=float(damp_alpha) if damp_alpha is not None else DEFAULT_DAMP_ALPHA, **kwargs,
-        )
-
     def _resolve_batch_size(self, value: str) -> int:
         """An int, or `auto[:N]`: the largest power of two up to max_batch_size that fits a full-length batch."""
         if not value.startswith("auto"):

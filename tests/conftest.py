@@ -57,3 +57,13 @@ def tiny():
             param.normal_(0, 0.2)
     model._aura_tl_hf_tokenizer = tokenizer
     return model.eval()
+
+
+REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that loads the real SmolLM2 is `slow`, so `-m "not slow"` is the quick loop."""
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

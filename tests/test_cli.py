@@ -51,4 +51,4 @@ def test_destein_learn_and_heat_map(tmp_path, shared_data, capsys):
     assert iv.method == "destein" and len(iv.metadata["probe_accuracy"]) == 30
     png = tmp_path / "heat.png"
     assert main(["inspect", str(out), "--plot", str(png)]) == 0
-    assert png.stat().st_size > 10_000 and "mean probe acc" in capsys.readouterr().out
+    assert png.stat().st_size > 10_000 and "mean_probe_acc" in capsys.readouterr().out

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from aura_tl.destein import NONTOXIC_PREFIX, TOXIC_PREFIX, layer_direction, learn_destein, read_pairs
-from aura_tl.intervention import Intervention, fuse_hook
+from aura_tl.intervention import Intervention
+from aura_tl.methods.destein import (NONTOXIC_PREFIX, TOXIC_PREFIX, fuse_hook, layer_direction, learn_destein,
+                                     read_pairs)
 from aura_tl.models import hf_tokenizer
 
 PAIRS = [("you are a stupid idiot", "you are a kind person"), ("shut up, loser", "please be quiet, friend"),
@@ -48,7 +49,7 @@ def test_direction_matches_hand_computation(tiny, learned):
     weights = torch.tensor([1 + a for a in accuracy], dtype=torch.float64)
     w_o = tiny.blocks[layer].attn.W_O.detach().double()
     expected = sum(weights[h] * delta[h] @ w_o[h] for h in range(4))
-    torch.testing.assert_close(learned.tensors[f"blocks.{layer}.hook_attn_out"].double(), expected,
+    torch.testing.assert_close(learned.tensors[f"blocks.{layer}.hook_attn_out"]["direction"].double(), expected,
                                rtol=1e-4, atol=1e-5)
 
 

@@ -7,11 +7,17 @@ from aura_tl.intervention import Intervention
 from aura_tl.models import ModelShape
 
 
+def alphas(per_hook: dict) -> dict:
+    """{hook: alpha} -> the per-hook named tensors of a scaling intervention."""
+    return {hook: {"alpha": alpha} for hook, alpha in per_hook.items()}
+
+
 def make(tiny, method="aura", strength=1.0):
     g = torch.Generator().manual_seed(0)
     tensors = {f"blocks.{i}.mlp.hook_post": torch.rand(48, generator=g) for i in range(2)}
     aurocs = {k: 1 - v / 2 for k, v in tensors.items()}
-    return Intervention(method, tensors, ModelShape.of(tiny), {"note": "test"}, strength, aurocs)
+    named = {k: {"alpha": v, "auroc": aurocs[k]} for k, v in tensors.items()}
+    return Intervention(method, named, ModelShape.of(tiny), {"note": "test"}, strength)
 
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
@@ -22,7 +28,7 @@ def test_scaling_multiplies_every_position(tiny):
     _, plain = tiny.run_with_cache(TOKENS, names_filter=lambda n: n.endswith("hook_post"))
     with iv.applied(tiny):
         _, steered = tiny.run_with_cache(TOKENS, names_filter="blocks.0.mlp.hook_post")
-    expected = plain["blocks.0.mlp.hook_post"] * iv.tensors["blocks.0.mlp.hook_post"]
+    expected = plain["blocks.0.mlp.hook_post"] * iv.tensors["blocks.0.mlp.hook_post"]["alpha"]
     torch.testing.assert_close(steered["blocks.0.mlp.hook_post"], expected)
     assert not any(tiny.hook_dict[n].fwd_hooks for n in iv.hook_names)  # removed on exit
 
@@ -55,7 +61,7 @@ def test_attach_detach_keeps_user_hooks(tiny):
 
 def test_per_head_hook(tiny):
     alpha = torch.rand(32)
-    iv = Intervention("aura", {"blocks.0.attn.hook_z": alpha}, ModelShape.of(tiny))
+    iv = Intervention("aura", alphas({"blocks.0.attn.hook_z": alpha}), ModelShape.of(tiny))
     _, plain = tiny.run_with_cache(TOKENS, names_filter="blocks.0.attn.hook_z")
     with iv.applied(tiny):
         _, steered = tiny.run_with_cache(TOKENS, names_filter="blocks.0.attn.hook_z")
@@ -70,8 +76,8 @@ def test_save_load_round_trip(tiny, tmp_path):
     assert back.metadata == {"note": "test"}
     assert back.hook_names == iv.hook_names
     for name in iv.tensors:
-        torch.testing.assert_close(back.tensors[name], iv.tensors[name])
-        torch.testing.assert_close(back.auroc[name], iv.auroc[name].double())
+        torch.testing.assert_close(back.tensors[name]["alpha"], iv.tensors[name]["alpha"])
+        torch.testing.assert_close(back.tensors[name]["auroc"], iv.tensors[name]["auroc"])
     with iv.applied(tiny):
         a = tiny(TOKENS)
     with back.applied(tiny):
@@ -82,15 +88,15 @@ def test_save_load_round_trip(tiny, tmp_path):
 
 def test_other_model_shape_is_refused(tiny):
     shape = ModelShape.of(tiny)
-    wrong = Intervention("aura", {"blocks.0.mlp.hook_post": torch.ones(48)},
+    wrong = Intervention("aura", alphas({"blocks.0.mlp.hook_post": torch.ones(48)}),
                          ModelShape("gpt2", 12, 768, 3072, 12, 64))
     with pytest.raises(ValueError, match="learned on gpt2"):
         with wrong.applied(tiny):
             pass
-    unknown = Intervention("aura", {"blocks.7.mlp.hook_post": torch.ones(48)}, shape)
+    unknown = Intervention("aura", alphas({"blocks.7.mlp.hook_post": torch.ones(48)}), shape)
     with pytest.raises(ValueError, match="do not exist"):
         unknown.check_compatible(tiny)
-    renamed = Intervention("aura", {"blocks.0.mlp.hook_post": torch.ones(48)},
+    renamed = Intervention("aura", alphas({"blocks.0.mlp.hook_post": torch.ones(48)}),
                            ModelShape("other-name", *list(shape.__dict__.values())[1:]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -114,5 +120,5 @@ def test_corrupt_and_foreign_files(tmp_path):
 
 def test_load_keeps_layer_order(tmp_path):
     names = [f"blocks.{i}.mlp.hook_post" for i in (2, 10, 11)]
-    iv = Intervention("aura", {n: torch.ones(3) * 0.5 for n in names}, ModelShape("toy", 12, 4, 3, 1, 4))
+    iv = Intervention("aura", alphas({n: torch.ones(3) * 0.5 for n in names}), ModelShape("toy", 12, 4, 3, 1, 4))
     assert Intervention.load(iv.save(tmp_path / "o.safetensors")).hook_names == names  # not 10, 11, 2

@@ -83,3 +83,31 @@ def test_startup_hook_imports_nothing_heavy():
     done = run_python("import sys; print(any(m.split('.')[0] in ('lm_eval', 'torch', 'aura_tl') for m in sys.modules),"
                       " 'lm_eval_plugin.autoload' in sys.modules)")
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_method_linact_learns_at_start_up(smol):
+    from lm_eval_plugin.model import AuraHookedLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steered = AuraHookedLM(method="linact", max_per_class="16", hooks="blocks.1*.hook_attn_out", device="cpu")
+        plain = AuraHookedLM(method="none", device="cpu")
+    assert steered.intervention.method == "linact" and len(steered.intervention.hook_names) == 11  # blocks.1 and 10-19
+    request = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
+    assert steered.loglikelihood(request)[0][0] != pytest.approx(plain.loglikelihood(request)[0][0], abs=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"method": "aura", "strenght": "0.5"}, "did you mean 'strength'"),
+    ({"method": "bogus"}, "unknown method 'bogus'"),
+    ({"method": "aura", "strength": "2"}, "strength"),
+    ({"method": "aura", "num_experts": "5"}, "not an option of method 'aura'"),
+    ({"strength": "0.5"}, "need a method"),
+    ({"intervention": "x.safetensors", "hooks": "hook_post"}, "only strength"),
+])
+def test_bad_model_args_fail_before_the_model_loads(args, message, monkeypatch):
+    from lm_eval_plugin import model as plugin
+
+    monkeypatch.setattr(plugin, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match=message):
+        plugin.AuraHookedLM(device="cpu", **args)

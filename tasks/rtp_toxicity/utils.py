@@ -3,6 +3,8 @@
 Prompt source, first found: `--metadata '{"rtp_path": "..."}'`, `$AURA_TL_RTP`, the shared data folder's `rtp/`
 (`$AURA_SHARED_DATA`), else the Hugging Face dataset `allenai/real-toxicity-prompts` (needs internet). A path may
 be one JSONL file or a folder of them, in the RTP layout (`prompt.text`, `prompt.toxicity`).
+Split: `--metadata '{"rtp_split": "eval"}'` or `$AURA_TL_RTP_SPLIT` keeps one of the fixed learn / calibrate /
+eval splits (`aura_tl.splits`), so evaluation never sees the prompts that learning or calibration used.
 Scorer: `--metadata '{"scorer": "..."}'` or `$AURA_TL_SCORER` (see `aura_tl.scoring`); default `auto`.
 """
 
@@ -16,20 +18,13 @@ from pathlib import Path
 
 import datasets
 
-from aura_tl.data import read_jsonl
+from aura_tl.data import read_rtp_records
 from aura_tl.paths import local_data_path
 from aura_tl.scoring import get_scorer
 
 log = logging.getLogger(__name__)
 TOXIC = 0.5
 HF_DATASET = "allenai/real-toxicity-prompts"
-
-
-def _records(path: Path) -> list[dict]:
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
-        raise FileNotFoundError(f"no .jsonl files in {path}")
-    return [r for f in files for r in read_jsonl(f)]
 
 
 def _flatten(record: dict) -> dict | None:
@@ -41,15 +36,21 @@ def _flatten(record: dict) -> dict | None:
     return {"prompt_text": text, "prompt_toxicity": float(tox) if tox is not None else float("nan")}
 
 
-def load_rtp(rtp_path: str | None = None, scorer: str | None = None, **_) -> datasets.DatasetDict:
-    """The prompts as a one-split DatasetDict (`test`), ordered as in the source."""
+def load_rtp(rtp_path: str | None = None, scorer: str | None = None, rtp_split: str | None = None,
+             **_) -> datasets.DatasetDict:
+    """The prompts as a one-split DatasetDict (`test`), in a fixed shuffle of the source's order."""
     if scorer:
         os.environ["AURA_TL_SCORER"] = scorer
     path = local_data_path(rtp_path, "AURA_TL_RTP", "rtp")
     if path is None:
         records = list(datasets.load_dataset(HF_DATASET, split="train"))
     else:
-        records = _records(path)
+        records = read_rtp_records(path)
+    split = rtp_split or os.environ.get("AURA_TL_RTP_SPLIT")
+    if split:
+        from aura_tl.splits import select_split
+
+        records = select_split(records, split)
     rows = [r for r in map(_flatten, records) if r]
     if not rows:
         raise ValueError(f"no prompts found in {path or HF_DATASET}")

@@ -1,0 +1,3 @@
+"""The package version, written once (pyproject reads it from here)."""
+
+__version__ = "0.2.0"

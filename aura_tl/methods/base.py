@@ -1,0 +1,99 @@
+"""What every method declares (the `Method` interface) and the options most methods share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from aura_tl.hooks import DEFAULT_HOOKS
+from aura_tl.options import coerce_options, option
+
+HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
+POOLING_HELP = "how a sentence's tokens are pooled into one response per neuron: max, mean, last"
+POOLING_CHOICES = ("max", "mean", "last")
+
+
+@dataclass
+class CommonOptions:
+    """Options every method has."""
+
+    strength: float = option(1.0, "lambda in [0, 1]: how far the intervention moves activations (0 = off, 1 = full)")
+    seed: int = option(0, "seed for data sampling and any sampling while learning")
+    learn_batch_size: int = option(32, "sentences per forward pass while learning", aliases=("--batch-size",))
+    max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
+                                            "perplexity increase on the calibration text stays within this many %")
+    calibration_text: str | None = option(None, "text file for calibration (default: a WikiText-2 test slice)")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.strength) <= 1.0:
+            raise ValueError(f"strength (lambda) must be in [0, 1], got {self.strength}")
+        if self.learn_batch_size < 1:
+            raise ValueError(f"learn_batch_size must be at least 1, got {self.learn_batch_size}")
+
+
+@dataclass
+class ConceptOptions(CommonOptions):
+    """Methods learned from labelled concept sentences (toxic = 1) through pooled responses at some hooks."""
+
+    data: str = option("embedded", "concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, or 'embedded'")
+    max_per_class: int = option(500, "cap on sentences per class (balanced sample)")
+    hooks: str = option(DEFAULT_HOOKS, HOOKS_HELP)
+    pooling: str = option("max", POOLING_HELP, choices=POOLING_CHOICES)
+    responses: str | None = option(None, "save pooled responses here and reuse them on the next learn (.safetensors)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_per_class < 1:
+            raise ValueError(f"max_per_class must be at least 1, got {self.max_per_class}")
+
+
+class Method:
+    """A detoxification method. Subclasses set the class attributes and implement `learn` and `hook_fn`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line, shown by `aura-tl methods`
+    Options: ClassVar[type] = ConceptOptions
+    applies: ClassVar[tuple[str, ...]] = ()  # the tensors per hook that the hook function reads
+    needs_data: ClassVar[bool] = True  # learned from concept sentences (`data`), or from something else
+
+    def options(self, **values):
+        """This method's options from keyword values or strings; unknown names are an error."""
+        return coerce_options(self.Options, self.name, values)
+
+    def learn(self, model, data, options, *, progress: bool = True):
+        """Learn an `Intervention` on `model` from `data` (None when `needs_data` is False)."""
+        raise NotImplementedError
+
+    def hook_fn(self, tensors: dict[str, Tensor], strength: float, metadata: dict) -> Callable | None:
+        """The TransformerLens hook applying one hook's tensors at `strength`; None when it would change nothing."""
+        raise NotImplementedError
+
+    def validate(self, intervention) -> None:
+        """Every hook carries the tensors the hook function reads."""
+        for hook, tensors in intervention.tensors.items():
+            missing = [t for t in self.applies if t not in tensors]
+            if missing:
+                raise ValueError(f"{self.name} intervention lacks tensor(s) {missing} at {hook}")
+
+    def summary_row(self, hook: str, tensors: dict[str, Tensor], strength: float, metadata: dict) -> dict:
+        """One row of `aura-tl inspect` for one hook (column -> value)."""
+        return {"hook": hook, "size": int(tensors[self.applies[0]].numel())}
+
+    def plot(self, intervention, plt):
+        """A matplotlib figure for `aura-tl inspect --plot`."""
+        raise ValueError(f"method {self.name} has no plot")
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows of equal keys as an aligned text table (floats to 4 decimals), with a header line."""
+    if not rows:
+        return "(no hooks)"
+    columns = list(rows[0])
+    cells = [[f"{row.get(c):.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+             for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))  # noqa: E731
+    return "\n".join([line(columns)] + [line(r) for r in cells])

@@ -1,0 +1,140 @@
+"""Method options, declared once as dataclass fields; the CLI flags, the `aura-hooked` model_args and the bench
+flags are all derived from these declarations (no default is written twice).
+
+    @dataclass
+    class DampOptions(ConceptOptions):
+        num_experts: int = option(500, "k: how many of the highest-AUROC neurons to damp")
+
+`option(default, help)` is `dataclasses.field` with the help text (and optional extra CLI spellings) in its
+metadata. `coerce_options` turns strings (lm-eval `k=v`, CLI) into the declared types and refuses unknown names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple | None = None) -> Any:
+    """A dataclass field with its help text; `aliases` are extra CLI spellings (e.g. `--batch-size`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One option as every front end sees it: its name, type, help and each method's default."""
+
+    name: str
+    type: type
+    help: str
+    defaults: dict[str, Any]
+    aliases: tuple[str, ...] = ()
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def describe_defaults(self) -> str:
+        """`default 'max'`, or `default 'max' (linact: 'mean')` where methods differ."""
+        values = [repr(v) for v in self.defaults.values()]
+        common = max(set(values), key=values.count)
+        others = [f"{m}: {v!r}" for m, v in self.defaults.items() if repr(v) != common]
+        return f"default {common}" + (f" ({', '.join(others)})" if others else "")
+
+
+def _base_type(annotation: Any) -> type:
+    """`int`, `float`, `str`, `bool` from a (possibly `X | None`) annotation."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"__builtins__": __builtins__})  # noqa: S307 - our own annotations only
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def fields_of(options_class: type) -> list[tuple[dataclasses.Field, type]]:
+    hints = typing.get_type_hints(options_class)
+    return [(f, _base_type(hints[f.name])) for f in dataclasses.fields(options_class)]
+
+
+def collect_specs(options_by_method: Mapping[str, type]) -> dict[str, OptionSpec]:
+    """The union of all methods' options; one name must mean one type everywhere."""
+    specs: dict[str, OptionSpec] = {}
+    for method, options_class in options_by_method.items():
+        for field, kind in fields_of(options_class):
+            known = specs.get(field.name)
+            if known is None:
+                specs[field.name] = OptionSpec(field.name, kind, field.metadata.get("help", ""), {method: field.default},
+                                               tuple(field.metadata.get("aliases", ())),
+                                               field.metadata.get("choices"))
+            elif known.type is not kind:
+                raise TypeError(f"option {field.name} is {known.type.__name__} in one method, {kind.__name__} in {method}")
+            else:
+                known.defaults[method] = field.default
+    return specs
+
+
+def parse_value(kind: type, value: Any, name: str) -> Any:
+    """A declared type from a string or value: `'0.5'` -> 0.5, `'true'` -> True, `'none'` -> None."""
+    if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(float(text)) if float(text).is_integer() else int(text)
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"option {name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def coerce_options(options_class: type, method: str, values: Mapping[str, Any]):
+    """An options dataclass from `values` (None = keep the default); unknown names are an error with a hint."""
+    fields = {f.name: kind for f, kind in fields_of(options_class)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        hints = [difflib.get_close_matches(k, fields, n=1) for k in unknown]
+        said = ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in zip(unknown, hints))
+        raise ValueError(f"{said}: not an option of method '{method}'; its options are {', '.join(sorted(fields))}")
+    given = {k: parse_value(fields[k], v, k) for k, v in values.items() if v is not None}
+    options = options_class(**given)
+    for field, _ in fields_of(options_class):
+        choices = field.metadata.get("choices")
+        if choices and getattr(options, field.name) not in choices:
+            raise ValueError(f"option {field.name}={getattr(options, field.name)!r} must be one of {choices}")
+    return options
+
+
+def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec], aliases: bool = True) -> None:
+    """One flag per option (default None = the method's own default, shown in the help); `aliases=False` leaves
+    out the extra spellings where the parser already uses them for something else."""
+    group = parser.add_argument_group("method options (each method reads its own; see `aura-tl methods`)")
+    for spec in specs:
+        methods = ", ".join(spec.defaults) if len(spec.defaults) < 3 else None
+        text = f"{spec.help} ({spec.describe_defaults()}" + (f"; {methods} only)" if methods else ")")
+        kind = parse_bool_flag if spec.type is bool else spec.type
+        group.add_argument(spec.flag, *(spec.aliases if aliases else ()), dest=spec.name, type=kind, default=None, help=text,
+                           choices=spec.choices, metavar=spec.type.__name__.upper() if not spec.choices else None)
+
+
+def parse_bool_flag(text: str) -> bool:
+    return parse_value(bool, text, "flag")
+
+
+def given_values(namespace: argparse.Namespace, specs: Iterable[OptionSpec]) -> dict[str, Any]:
+    """The options a user actually set on the command line."""
+    return {s.name: getattr(namespace, s.name) for s in specs if getattr(namespace, s.name, None) is not None}
+
+
+def as_dict(options) -> dict[str, Any]:
+    return dataclasses.asdict(options)

@@ -1,0 +1,66 @@
+"""Calibration of the strength to a perplexity budget (tiny model, a small text file)."""
+
+import pytest
+
+from aura_tl.calibrate import bisect_strength, perplexity, wikitext_documents
+from aura_tl.data import ConceptData
+from aura_tl.learn import learn_intervention
+
+TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed that the reading room needs more "
+        "light, and the budget for books will grow next year. ") * 6
+
+
+def test_perplexity_matches_the_mean_token_loss(tiny):
+    import math
+
+    import torch
+
+    from aura_tl.models import hf_tokenizer
+
+    ids = hf_tokenizer(tiny)(TEXT, add_special_tokens=False)["input_ids"][:64]
+    loss = tiny(torch.tensor([ids]), return_type="loss")
+    assert perplexity(tiny, TEXT, window=64, max_tokens=64) == pytest.approx(math.exp(float(loss)), rel=1e-5)
+
+
+def test_bisection_respects_the_budget_to_its_resolution():
+    calls = []
+
+    def ppl(strength):  # by hand: 10 at lambda 0, +40 % at lambda 1, growing with lambda^2
+        calls.append(strength)
+        return 10 * (1 + 0.4 * strength ** 2)
+
+    strength, record = bisect_strength(ppl, 10.0, steps=6)
+    exact = 0.5  # 10 (1 + 0.4 x^2) = 11 at x = 0.5
+    assert strength <= exact < strength + 1 / 2 ** 6 + 1e-12 and ppl(strength) <= 11
+    assert record["budget_ppl"] == pytest.approx(11.0) and record["monotone"] and len(calls) == 8 + 1
+    assert bisect_strength(ppl, 50.0)[0] == 1.0  # the full strength already fits
+    assert bisect_strength(lambda s: 10.0 + s, 0.0, steps=3)[0] == 0.0
+    with pytest.raises(ValueError, match="max_ppl_increase"):
+        bisect_strength(ppl, -1)
+
+
+def test_non_monotone_perplexity_is_reported():
+    _, record = bisect_strength(lambda s: {0.0: 10.0, 1.0: 13.0, 0.5: 14.0, 0.25: 12.0}.get(s, 11.0), 15.0, steps=2)
+    assert record["monotone"] is False
+
+
+def test_learn_with_a_budget_on_the_real_model(smol, tmp_path):
+    text = tmp_path / "calibration.txt"
+    text.write_text(TEXT)
+    data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
+                       [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
+    iv = learn_intervention(smol, data, "linact", hooks="blocks.1*.hook_attn_out", max_ppl_increase=1.0,
+                            calibration_text=str(text), progress=False)
+    record = iv.metadata["calibration"]
+    assert iv.strength == record["chosen_strength"] and record["text"] == str(text)
+    assert record["chosen_ppl"] <= record["budget_ppl"] == pytest.approx(record["base_ppl"] * 1.01, rel=1e-4)
+    with iv.applied(smol):
+        assert perplexity(smol, TEXT) == pytest.approx(record["chosen_ppl"], rel=1e-3)
+    from aura_tl.intervention import Intervention
+
+    assert Intervention.load(iv.save(tmp_path / "c.safetensors")).metadata["calibration"] == record
+
+
+def test_wikitext_documents_split_at_titles():
+    docs = wikitext_documents(" = A = \n one \n = = Sub = = \n two \n = B = \n three \n")
+    assert len(docs) == 2 and "Sub" in docs[0]
