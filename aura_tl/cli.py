@@ -66,11 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_learn(args) -> int:
     from aura_tl.data import load_concept_data
+    from aura_tl.io import check_writable
     from aura_tl.learn import learn_intervention
     from aura_tl.models import load_model
 
     spec = get_method(args.method)
     options = spec.options(**given_values(args, option_specs().values()))  # checked before the model loads
+    check_writable(args.output)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     started = time.perf_counter()
     data = None

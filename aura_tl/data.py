@@ -80,11 +80,20 @@ class ConceptData:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """A CSV/TSV/JSONL file as a table; unreadable files are a ValueError that names the file and the remedy."""
     suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".json"}:
-        return pd.read_json(path, lines=suffix == ".jsonl")
-    sep = "\t" if suffix == ".tsv" else ","
-    return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_MINIMAL, keep_default_na=False, dtype=str)
+    try:
+        if suffix in {".jsonl", ".json"}:
+            return pd.read_json(path, lines=suffix == ".jsonl")
+        sep = "\t" if suffix == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_MINIMAL, keep_default_na=False, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: a concept data file needs a header row and labelled rows") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): is it a binary file? "
+                         "Convert text files to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except (pd.errors.ParserError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read as {suffix.lstrip('.') or 'CSV'} ({error})") from None
 
 
 def detect_layout(columns: list[str]) -> str:

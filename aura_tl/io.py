@@ -26,6 +26,18 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     return path
 
 
+def check_writable(path: str | Path) -> Path:
+    """Fail before any long work when `path` cannot be written: a directory, or a folder that is not writable.
+    A missing folder is fine (it is created on save)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory: give a file name, e.g. {path / 'intervention.safetensors'}")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path}: {folder} is not writable (read-only?); choose another -o path")
+    return path
+
+
 def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and string metadata of a `.safetensors` file, with a clear error for missing or corrupt files."""
     path = Path(path)

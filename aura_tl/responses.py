@@ -259,6 +259,51 @@ def collect_responses(
     return responses
 
 
+
+def responses_from_cache(
+    cache,
+    labels: Sequence[int] | None = None,
+    hooks: str | Sequence[str] = DEFAULT_HOOKS,
+    *,
+    pooling: str = "max",
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    tokens: Int[Tensor, "batch pos"] | None = None,
+    special_ids: Sequence[int] | None = None,
+) -> Responses:
+    """`Responses` from activations you already hold: an `ActivationCache` of `model.run_with_cache(...)` or a dict
+    of [batch, pos, d] (or [batch, pos, head, d]) tensors, pooled like `collect_responses` pools.
+
+    Positions where `attention_mask` is 0 (padding) are left out, and so are `tokens` that are special (`special_ids`,
+    default: the special tokens of `cache.model`'s tokenizer, e.g. BOS), as `collect_responses` does; with
+    neither, every position counts. `hooks` are patterns over the cache's names ('*' is the layer).
+    """
+    import fnmatch
+
+    from aura_tl.hooks import split_patterns
+
+    names = [n for n in cache.keys() if any(fnmatch.fnmatchcase(n, p) for p in split_patterns(hooks))]
+    if not names:
+        raise ValueError(f"no activation in the cache matches {hooks!r}; it holds {sorted(cache.keys())[:4]} ...")
+    names.sort(key=lambda n: (layer_of(n), n))
+    first = cache[names[0]]
+    mask = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
+    if attention_mask is not None:
+        mask &= attention_mask.to(first.device).bool()
+    if tokens is not None:
+        if special_ids is None:
+            model = getattr(cache, "model", None)
+            special_ids = hf_tokenizer(model).all_special_ids if model is not None else []
+        if special_ids:
+            mask &= ~torch.isin(tokens.to(first.device), torch.tensor(list(special_ids), device=first.device))
+    if not mask.any(dim=1).all():
+        raise ValueError("some rows have no position left to pool (all padding or special tokens)")
+    pooled = {n: pool(flatten_heads(cache[n]), mask, pooling).float().cpu() for n in names}
+    n_rows = first.shape[0]
+    return Responses(
+        pooled, torch.tensor(list(labels) if labels is not None else [-1] * n_rows, dtype=torch.long),
+        {"hooks": names, "pooling": pooling, "n": n_rows, "source": "cache"},
+    )
+
 def collect_responses_causal(
     model,
     texts: Sequence[str],

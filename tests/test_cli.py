@@ -52,3 +52,36 @@ def test_destein_learn_and_heat_map(tmp_path, shared_data, capsys):
     png = tmp_path / "heat.png"
     assert main(["inspect", str(out), "--plot", str(png)]) == 0
     assert png.stat().st_size > 10_000 and "mean_probe_acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "empty.csv", "is empty"),
+    (lambda d: d / "binary.csv", "not UTF-8 text"),
+])
+def test_unreadable_data_files_are_named(tmp_path, capsys, make, message):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "binary.csv").write_bytes(b"text,label\n\xbf\xff\x00\x81,1\n")
+    assert main(["learn", "--data", str(make(tmp_path)), "-o", str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(make(tmp_path)) in err and not (tmp_path / "o.safetensors").exists()
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    import aura_tl.models
+
+    monkeypatch.setattr(aura_tl.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["learn", "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    import os
+
+    real_access = os.access  # root may write anywhere: the check asks os.access, which reports read-only here
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    assert main(["learn", "-o", str(locked / "x.safetensors")]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_negative_max_per_class_is_refused(capsys):
+    assert main(["learn", "--max-per-class", "-5", "-o", "/tmp/never.safetensors"]) == 2
+    assert "max_per_class must be at least 1" in capsys.readouterr().err

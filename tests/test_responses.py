@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from aura_tl.auroc import auroc
-from aura_tl.models import hf_tokenizer
+from aura_tl.models import hf_tokenizer, pad_token_id
 from aura_tl.responses import Responses, collect_responses
 
 TEXTS = ["Hello there, how are you?", "No", "A much longer sentence that needs padding in a batch of others.",
@@ -97,3 +97,24 @@ def test_span_pooling_equals_masked_pooling(how):
     assert spans == [(0, 2, 1, 3), (2, 3, 0, 4), (3, 4, 0, 1)]
     torch.testing.assert_close(pool_spans(activation, spans, how), pool(activation, mask, how))
     assert content_spans([[True, False, True]]) is None  # non-contiguous content: masked pooling is used
+
+
+def test_responses_from_a_transformerlens_cache_equal_collect_responses(tiny):
+    from aura_tl.responses import make_batch, responses_from_cache, tokenize
+
+    texts = ["you absolute idiot", "a calm and lovely afternoon by the sea", "shut up", "thanks a lot, friend!"]
+    ids, content, _ = tokenize(tiny, texts)
+    batch = make_batch(ids, content, pad_token_id(hf_tokenizer(tiny)), "cpu")  # right-padded, as a user would
+    _, cache = tiny.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
+    for pooling in ("max", "mean", "last"):
+        ours = responses_from_cache(cache, [1, 0, 1, 0], "hook_post", pooling=pooling,
+                                    attention_mask=batch.attention_mask, tokens=batch.tokens)
+        reference = collect_responses(tiny, texts, [1, 0, 1, 0], "hook_post", pooling=pooling, progress=False)
+        assert list(ours.pooled) == list(reference.pooled)
+        for name in reference.pooled:
+            torch.testing.assert_close(ours.pooled[name], reference.pooled[name], rtol=1e-5, atol=1e-6)
+    plain = {k: v for k, v in cache.items()}  # a plain dict of tensors works too
+    assert responses_from_cache(plain, None, "blocks.0.attn.hook_z", attention_mask=batch.attention_mask
+                                ).pooled["blocks.0.attn.hook_z"].shape == (4, 32)
+    with pytest.raises(ValueError, match="no activation in the cache"):
+        responses_from_cache(cache, None, "blocks.*.hook_nothing")

@@ -8,7 +8,6 @@ split into documents at ` = Title = ` headings.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import datasets
@@ -16,6 +15,7 @@ from lm_eval.tasks.hellaswag.utils import process_docs as hellaswag_process_docs
 from lm_eval.tasks.wikitext.preprocess_wikitext import process_results as wikitext_process_results  # noqa: F401
 from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer  # noqa: F401
 
+from aura_tl.calibrate import wikitext_documents
 from aura_tl.data import read_jsonl
 from aura_tl.paths import local_data_path
 
@@ -45,15 +45,7 @@ def load_hellaswag(hellaswag_path: str | None = None, **_) -> datasets.DatasetDi
     return _split([{k: r[k] for k in keep if k in r} for r in read_jsonl(path)])
 
 
-def split_wikitext(text: str) -> list[str]:
-    """Documents of a raw WikiText file: each starts at a level-1 heading ` = Title = `."""
-    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
-    docs: list[list[str]] = []
-    for line in lines:
-        if re.fullmatch(r" = [^=].* = ", line) or not docs:
-            docs.append([])
-        docs[-1].append(line)
-    return ["\n".join(d) + "\n" for d in docs]
+split_wikitext = wikitext_documents  # one definition, in the library (calibration reads it too)
 
 
 def load_wikitext(wikitext_path: str | None = None, **_) -> datasets.DatasetDict:
