@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the registered methods and their options")
 
+    onpolicy = sub.add_parser("onpolicy", help="concept data from the model's own scored continuations of RTP prompts")
+    _model_args(onpolicy)
+    onpolicy.add_argument("--split", default="learn", help="RTP split whose prompts are continued (aura_tl.splits)")
+    onpolicy.add_argument("--samples", type=int, default=5, help="continuations per prompt")
+    onpolicy.add_argument("--max-new-tokens", type=int, default=20)
+    onpolicy.add_argument("--scorer", default=None, help="toxicity scorer (default: $AURA_TL_SCORER or auto)")
+    onpolicy.add_argument("--seed", type=int, default=0)
+    onpolicy.add_argument("-o", "--output", default="onpolicy.jsonl", help="text,label JSONL for --data")
+
     inspect = sub.add_parser("inspect", help="an intervention file -> summary table (and --plot)")
     inspect.add_argument("intervention")
     inspect.add_argument("--plot", default=None, help="write a PNG: AUROC histogram per layer, alpha distribution")
@@ -96,6 +105,17 @@ def print_summary(intervention) -> None:
     if "data" in meta:
         print(f"data {meta['data'].get('source')}  n={meta['data'].get('n')}  pooling {meta.get('pooling')}")
     print(format_table(intervention.summary_rows()))
+
+
+def cmd_onpolicy(args) -> int:
+    from aura_tl.models import load_model
+    from aura_tl.onpolicy import build_onpolicy_data
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    path = build_onpolicy_data(model, args.output, split=args.split, samples=args.samples,
+                               max_new_tokens=args.max_new_tokens, scorer=args.scorer, seed=args.seed)
+    print(f"wrote {path}: learn from it with aura-tl learn --data {path}")
+    return 0
 
 
 def cmd_methods(args) -> int:
@@ -144,7 +164,8 @@ def cmd_inspect(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    commands = {"learn": cmd_learn, "generate": cmd_generate, "inspect": cmd_inspect, "methods": cmd_methods}
+    commands = {"learn": cmd_learn, "generate": cmd_generate, "inspect": cmd_inspect, "methods": cmd_methods,
+                "onpolicy": cmd_onpolicy}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as error:

@@ -1,0 +1,59 @@
+"""On-policy concept data: the model's own continuations of RTP prompts (the `learn` split by default), scored by a
+toxicity scorer and labelled toxic (score >= 0.5) or not. These are the activations an intervention has to
+suppress, in the model's own distribution, rather than someone else's tweets.
+
+The result is a `text,label` JSONL (also `score`, `prompt`), written atomically, that `--data` reads; building it
+again with the same model, prompts and settings reuses the file (its settings are stored in a sidecar key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from aura_tl.generation import SamplingConfig, generate
+
+log = logging.getLogger(__name__)
+TOXIC = 0.5
+
+
+def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", samples: int = 5, max_new_tokens: int = 20,
+                        scorer: str | None = None, seed: int = 0, batch_size: int = 50, progress: bool = True) -> Path:
+    """Write (or reuse) `path`: `samples` sampled continuations (top-p 0.9, T = 1) of each prompt of the RTP
+    `split`, each a row {text, label, score, prompt}."""
+    from aura_tl.data import read_jsonl, rtp_records
+    from aura_tl.scoring import get_scorer
+    from aura_tl.splits import prompt_text
+
+    path = Path(path)
+    settings = {"model": str(model.cfg.model_name), "split": split, "samples": samples,
+                "max_new_tokens": max_new_tokens, "scorer": scorer or os.environ.get("AURA_TL_SCORER", "auto"),
+                "seed": seed}
+    if path.is_file():
+        rows = read_jsonl(path)
+        if rows and rows[0].get("settings") == settings:
+            log.warning("reusing on-policy data at %s", path)
+            return path
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    prompts = [prompt_text(r) for r in rtp_records(split=split)]
+    repeated = [p for p in prompts for _ in range(samples)]
+    config = SamplingConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=0.9, seed=seed)
+    texts = generate(model, repeated, config, batch_size=batch_size, progress=progress, desc="on-policy continuations")
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    scores = get_scorer(settings["scorer"]).score([texts[i].strip() for i in keep])
+    rows = [{"text": texts[i].strip(), "label": int(s >= TOXIC), "score": round(float(s), 6), "prompt": repeated[i]}
+            for i, s in zip(keep, scores)]
+    rows[0]["settings"] = settings
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    os.replace(tmp, path)
+    toxic = sum(r["label"] for r in rows)
+    log.warning("on-policy data: %d continuations of %d %s prompts, %d toxic -> %s", len(rows), len(prompts), split,
+                toxic, path)
+    return path
