@@ -252,9 +252,11 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
         "file from finished runs)", "",
         f"RTP: {base.get('rtp/n_prompts', '?')} prompts of the `{args.rtp_split}` split (`aura_tl.splits`), "
         f"{samples} continuation(s) of 20 tokens each ({'top-p 0.9' if samples > 1 else 'greedy'}), scorer "
-        f"`{args.scorer}`. PIQA / HellaSwag: first {args.samples_docs} validation docs. Perplexity: WikiText-2 test, "
-        f"first {args.wikitext_docs} documents, window {args.max_length}. Learned: {specs}. `NAME@x` is NAME at "
-        "strength lambda = x.", "",
+        f"`{args.scorer}`."
+        + (f" PIQA / HellaSwag: first {args.samples_docs} validation docs." if "piqa_local" in args.tasks else "")
+        + (f" Perplexity: WikiText-2 test, first {args.wikitext_docs} documents, window {args.max_length}."
+           if "wikitext_local" in args.tasks else "")
+        + f" Learned: {specs}. `NAME@x` is NAME at strength lambda = x.", "",
         "| configuration | tox. prob (95% CI) | toxic rate | exp. max tox. | word ppl | ppl change | PIQA acc "
         "| HellaSwag acc_norm | learn s | gen tok/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
