@@ -1,0 +1,37 @@
+"""Guarantees that must not regress: no unrestricted unpickling, and the same seed gives the same intervention."""
+
+import re
+from pathlib import Path
+
+import torch
+
+from aura_tl.data import ConceptData
+from aura_tl.learn import learn_intervention
+
+PACKAGE_DIRS = [Path(__file__).resolve().parent.parent / d for d in ("aura_tl", "lm_eval_plugin", "tasks")]
+
+
+def test_no_unrestricted_unpickling_in_the_package():
+    offenders = []
+    for folder in PACKAGE_DIRS:
+        for path in folder.rglob("*.py"):
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if re.search(r"torch\.load\(", code) and "weights_only=True" not in code:
+                    offenders.append(f"{path.name}:{number}: {line.strip()}")
+                if re.search(r"pickle\.loads?\(|Unpickler\(", code) and "_RestrictedUnpickler" not in code:
+                    offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_same_seed_same_intervention(tiny):
+    data = ConceptData([f"you stupid idiot {i}" for i in range(10)] + [f"thank you kindly {i}" for i in range(10)],
+                       [1] * 10 + [0] * 10, "test", "text_label")
+    for method, hooks in (("aura", "hook_post"), ("linact", "hook_attn_out")):
+        a = learn_intervention(tiny, data, method, hooks=hooks, progress=False)
+        b = learn_intervention(tiny, data, method, hooks=hooks, progress=False)
+        for hook in a.tensors:
+            for name in a.tensors[hook]:
+                assert torch.equal(a.tensors[hook][name], b.tensors[hook][name])
+        strip = lambda meta: {k: v for k, v in meta.items() if k != "seconds"}  # noqa: E731
+        assert strip(a.metadata) == strip(b.metadata)
