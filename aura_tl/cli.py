@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from aura_tl.methods import get_method, method_names, option_specs
+from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
 from aura_tl.models import DEFAULT_MODEL
 from aura_tl.options import add_option_flags, given_values
 
-DEFAULT_METHOD = "aura"
 DEFAULT_PROMPTS = [
     "I can't believe you would say that, you",
     "The people who live next door are",

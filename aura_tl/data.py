@@ -8,7 +8,9 @@ Layouts (detected from the columns, or forced with `layout=`):
   Perspective `toxicity` >= 0.5; sentences without a score are skipped.
 - `paradetox`: TSV `toxic`, `neutral1..3`: the toxic sentence and its first non-empty rewrite.
 - `text_label`: any CSV/JSONL/TSV with `text` and `label` columns.
-- `embedded`: the name `embedded` gives the project's own sentence set (see `embedded_data`).
+- `embedded`: the name `embedded` gives the project's own template sentence set (see `embedded_data`).
+- bundled sets, by name (`aura_tl/concept_sets/`, provenance and licences in its README): `rtp-learn`, the learn
+  split's RealToxicityPrompts sentences labelled by Perspective (the recommended default for Linear-AcT).
 - `rtp:<split>` (`rtp:learn`): the `rtp` layout on one split (`aura_tl.splits`) of the local RealToxicityPrompts
   records (`$AURA_TL_RTP`, else the shared data folder's `rtp/`).
 """
@@ -16,6 +18,7 @@ Layouts (detected from the columns, or forced with `layout=`):
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import random
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 EMBEDDED = "embedded"
+BUNDLED_DIR = Path(__file__).resolve().parent / "concept_sets"
 JIGSAW_OTHER_LABELS = ["severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
@@ -166,6 +170,17 @@ READERS = {
 }
 
 
+def bundled_sets() -> list[str]:
+    """Names of the concept sets shipped inside the package."""
+    return sorted(p.name.removesuffix(".jsonl.gz") for p in BUNDLED_DIR.glob("*.jsonl.gz"))
+
+
+def _read_bundled(name: str) -> tuple[list[str], list[int]]:
+    with gzip.open(BUNDLED_DIR / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [r["text"] for r in rows], [int(r["label"]) for r in rows]
+
+
 def load_concept_data(
     source: str | Path = EMBEDDED,
     *,
@@ -174,7 +189,8 @@ def load_concept_data(
     seed: int = 0,
     balance: bool = True,
 ) -> ConceptData:
-    """Read labelled sentences from `source` (a file, or `embedded`) and sample them balanced with `seed`."""
+    """Read labelled sentences from `source` (a file, `embedded`, a bundled set's name or `rtp:<split>`) and
+    sample them balanced with `seed`."""
     if str(source).startswith("rtp:"):
         split = str(source).split(":", 1)[1]
         texts, labels = _rows_rtp(pd.DataFrame(rtp_records(split=split)))
@@ -184,10 +200,14 @@ def load_concept_data(
 
         texts, labels = embedded_concept_set(seed)
         data = ConceptData(texts, labels, EMBEDDED, EMBEDDED)
+    elif str(source) in bundled_sets():
+        texts, labels = _read_bundled(str(source))
+        data = ConceptData(texts, labels, str(source), "bundled")
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"no concept data file at {path} (or use '{EMBEDDED}' for the built-in set)")
+            raise FileNotFoundError(f"no concept data file at {path}; built-in sets: "
+                                    f"{', '.join([EMBEDDED, *bundled_sets()])}, or rtp:<split> with local RTP data")
         df = _read_table(path)
         if df.empty:
             raise ValueError(f"{path} holds no rows")

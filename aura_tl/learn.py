@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from aura_tl._version import __version__
 from aura_tl.data import ConceptData, load_concept_data
 from aura_tl.intervention import Intervention
-from aura_tl.methods import get_method
+from aura_tl.methods import DEFAULT_METHOD, get_method
 
 log = logging.getLogger(__name__)
 
 
-def learn_intervention(model, data: ConceptData | None = None, method: str = "aura", options=None, *,
+def learn_intervention(model, data: ConceptData | None = None, method: str = DEFAULT_METHOD, options=None, *,
                        progress: bool = True, **option_values) -> Intervention:
     """Learn `method` on `model`. `options` is the method's options dataclass, or give them as keywords
     (`hooks=..., strength=0.5`); `data` defaults to the `data` option loaded with `max_per_class` and `seed`."""

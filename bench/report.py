@@ -96,7 +96,7 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
 
 def configurations(args, learned) -> dict[str, str]:
     """name -> extra model_args, in table order: unsteered, then each learned NAME at each strength."""
-    configs = {"unsteered": ""}
+    configs = {"unsteered": ",method=none"}
     for name, (path, _, _) in learned.items():
         for strength in args.strengths:
             label = name if strength == 1 else f"{name}@{strength:g}"

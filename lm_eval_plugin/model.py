@@ -5,7 +5,10 @@
 Model args:
   model (alias pretrained)  TransformerLens name, local HF folder, .gguf file, or `smollm2-135m` (default)
   intervention              a saved .safetensors intervention (then only `strength` may be given with it)
-  method                    none (default) or a registered method (`aura-tl methods` lists them), learned at start-up
+  method                    a registered method (`aura-tl methods`), learned at start-up (default: the recommended
+                            one, `aura_tl.methods.DEFAULT_METHOD`, with its own default options), or none (unsteered)
+  cache                     true (default): reuse a learned intervention from the user cache dir when the model,
+                            method, options, data and aura-tl version match (`aura_tl.cache`); false: always learn
   <method options>          that method's options, the same names as `aura-tl learn`'s flags (hooks `|`-separated);
                             an option the method does not have is an error, never silently ignored
   save_intervention         write the learned intervention here
@@ -37,20 +40,20 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from aura_tl.generation import SamplingConfig, generate_ids, stop_checker
-from aura_tl.methods import NO_METHOD
+from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
+from aura_tl.options import parse_value
 from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model, pad_token_id
 
 log = logging.getLogger(__name__)
 
 
-def plan_intervention(path: str | None, method: str, options: dict):
-    """Check the intervention args now and return `model -> Intervention | None` to run once the model is loaded:
-    a file (only `strength` may come with it), a method learned with its options, or none."""
+def plan_intervention(path: str | None, method: str, options: dict, use_cache: bool = True):
+    """Check the intervention args now and return `model -> (Intervention | None, description)` to run once the
+    model is loaded: a file (only `strength` may come with it), a method learned (or read from the cache) with its
+    options, or none."""
+    from aura_tl.cache import learn_cached
     from aura_tl.intervention import Intervention
-    from aura_tl.learn import learn_intervention
     from aura_tl.methods import get_method
-    from aura_tl.options import parse_value
-
     if "hooks" in options and options["hooks"] is not None:
         options = {**options, "hooks": str(options["hooks"]).replace("|", ",")}
     if path:
@@ -65,15 +68,35 @@ def plan_intervention(path: str | None, method: str, options: dict):
         def from_file(model):
             loaded = Intervention.load(path)
             loaded.check_compatible(model)
-            return loaded.with_strength(strength) if strength is not None else loaded
+            loaded = loaded.with_strength(strength) if strength is not None else loaded
+            return loaded, {"method": loaded.method, "strength": loaded.strength, "file": str(path)}
         return from_file
     if method in (None, "", NO_METHOD):
         if options:
             raise ValueError(f"model args {sorted(options)} need a method (method=none steers nothing); "
                              f"unknown model args are not ignored")
-        return lambda model: None
+        return lambda model: (None, {"method": NO_METHOD})
+
     parsed = get_method(method).options(**options)
-    return lambda model: learn_intervention(model, None, method, parsed)
+
+    def learned(model):
+        result = learn_cached(model, method, parsed, use_cache=use_cache)
+        return result.intervention, result.describe()
+    return learned
+
+
+def describe_intervention(info: dict) -> str:
+    """One line: `linact, lambda 1, data rtp-learn, hooks ..., cached at FILE (hit)`, or `none (unsteered)`."""
+    if info.get("method") == NO_METHOD:
+        return "none (unsteered)"
+    parts = [info["method"], f"lambda {info['strength']:g}"]
+    parts += [f"{k} {info[k]}" for k in ("data", "hooks", "file") if info.get(k)]
+    if info.get("cache_file"):
+        how = "read from the cache" if info["cache_hit"] else "learned and cached"
+        parts.append(f"{how} at {info['cache_file']} ({info['seconds']:.1f} s)")
+    elif "seconds" in info:
+        parts.append(f"learned in {info['seconds']:.1f} s (cache off)")
+    return ", ".join(parts)
 
 
 class AuraHookedLM(TemplateLM):
@@ -86,7 +109,8 @@ class AuraHookedLM(TemplateLM):
         model: str = DEFAULT_MODEL,
         pretrained: str | None = None,
         intervention: str | None = None,
-        method: str = NO_METHOD,
+        method: str = DEFAULT_METHOD,
+        cache: bool | str = True,
         save_intervention: str | None = None,
         dtype: str = "float32",
         device: str | None = None,
@@ -97,7 +121,8 @@ class AuraHookedLM(TemplateLM):
         **method_options,
     ) -> None:
         super().__init__()
-        plan = plan_intervention(intervention, method, method_options)  # bad args fail before the model loads
+        use_cache = parse_value(bool, cache, "cache")
+        plan = plan_intervention(intervention, method, method_options, use_cache)  # bad args fail before the model loads
         device = device or default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s asked for but CUDA is not available; using cpu", device)
@@ -109,14 +134,17 @@ class AuraHookedLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.max_batch_size = int(max_batch_size)
         self.batch_size_arg = str(batch_size)
-        self.intervention = plan(self.model)
+        self.intervention, self.intervention_info = plan(self.model)
         if self.intervention is not None:
             if save_intervention:
                 self.intervention.save(save_intervention)
             self.intervention.attach(self.model)
-            log.info("aura-hooked: %s on %d hooks, strength %s", self.intervention.method,
-                     len(self.intervention.fwd_hooks()), self.intervention.strength)
+        log.warning("aura-hooked intervention: %s", describe_intervention(self.intervention_info))
         self.batch_size = self._resolve_batch_size(self.batch_size_arg)
+
+    def get_model_info(self) -> dict:
+        """Merged into the results JSON's `config` by lm-eval: which intervention ran, so results say what they measure."""
+        return {"aura_tl_intervention": self.intervention_info}
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _resolve_batch_size(self, value: str) -> int:

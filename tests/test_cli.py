@@ -10,7 +10,7 @@ from aura_tl.intervention import Intervention
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory, smol):
     out = tmp_path_factory.mktemp("cli") / "aura.safetensors"
-    assert main(["learn", "--max-per-class", "24", "--hooks", "blocks.1[0-4].mlp.hook_post", "-o", str(out)]) == 0
+    assert main(["learn", "--method", "aura", "--data", "embedded", "--max-per-class", "24", "--hooks", "blocks.1[0-4].mlp.hook_post", "-o", str(out)]) == 0
     return out
 
 

@@ -23,7 +23,7 @@ def pair():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = AuraHookedLM(batch_size=4, device="cpu")
+        ours = AuraHookedLM(method="none", batch_size=4, device="cpu")
         ref = HFLM(pretrained=str(resolve_hf_folder("smollm2-135m")), batch_size=4, device="cpu", dtype="float32")
     return ours, ref
 
@@ -50,7 +50,7 @@ def test_intervention_changes_scores(tmp_path, smol):
     from lm_eval_plugin.model import AuraHookedLM
 
     path = tmp_path / "aura.safetensors"
-    learn_intervention(smol, load_concept_data("embedded", max_per_class=30), progress=False).save(path)
+    learn_intervention(smol, load_concept_data("embedded", max_per_class=30), "aura", progress=False).save(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         steered = AuraHookedLM(intervention=str(path), device="cpu", batch_size="auto")
@@ -58,7 +58,7 @@ def test_intervention_changes_scores(tmp_path, smol):
     steered_lp = steered.loglikelihood(plain_requests)[0][0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain_lp = AuraHookedLM(device="cpu").loglikelihood(plain_requests)[0][0]
+        plain_lp = AuraHookedLM(method="none", device="cpu").loglikelihood(plain_requests)[0][0]
     assert steered.batch_size >= 1
     assert steered_lp != pytest.approx(plain_lp, abs=1e-3)
 
@@ -102,7 +102,7 @@ def test_method_linact_learns_at_start_up(smol):
     ({"method": "bogus"}, "unknown method 'bogus'"),
     ({"method": "aura", "strength": "2"}, "strength"),
     ({"method": "aura", "num_experts": "5"}, "not an option of method 'aura'"),
-    ({"strength": "0.5"}, "need a method"),
+    ({"method": "none", "strength": "0.5"}, "need a method"),
     ({"intervention": "x.safetensors", "hooks": "hook_post"}, "only strength"),
 ])
 def test_bad_model_args_fail_before_the_model_loads(args, message, monkeypatch):
@@ -111,3 +111,31 @@ def test_bad_model_args_fail_before_the_model_loads(args, message, monkeypatch):
     monkeypatch.setattr(plugin, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(ValueError, match=message):
         plugin.AuraHookedLM(device="cpu", **args)
+
+
+def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp_path, monkeypatch, caplog):
+    """`lm_eval --model aura-hooked` with no model_args applies the recommended intervention, says which, and a
+    second construction reads it from the cache instead of learning."""
+    import logging
+
+    from aura_tl import cache
+    from aura_tl.methods import DEFAULT_METHOD
+    from lm_eval_plugin.model import AuraHookedLM
+
+    monkeypatch.setenv("AURA_TL_CACHE", str(tmp_path))
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="lm_eval_plugin.model"):
+        warnings.simplefilter("ignore")
+        steered = AuraHookedLM(device="cpu")
+        plain = AuraHookedLM(method="none", device="cpu")
+    info = steered.get_model_info()["aura_tl_intervention"]
+    assert info["method"] == DEFAULT_METHOD and not info["cache_hit"] and info["data"] == "rtp-learn"
+    assert f"{DEFAULT_METHOD}, lambda 1" in caplog.text and "none (unsteered)" in caplog.text
+    request = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
+    assert steered.loglikelihood(request)[0][0] != pytest.approx(plain.loglikelihood(request)[0][0], abs=1e-3)
+
+    monkeypatch.setattr(cache, "learn_intervention", lambda *a, **k: pytest.fail("learned instead of reading the cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = AuraHookedLM(device="cpu")
+    assert again.get_model_info()["aura_tl_intervention"]["cache_hit"]
+    assert again.loglikelihood(request)[0][0] == pytest.approx(steered.loglikelihood(request)[0][0], abs=1e-5)

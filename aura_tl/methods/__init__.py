@@ -15,6 +15,7 @@ from aura_tl.options import OptionSpec, collect_specs
 
 REGISTRY: dict[str, Method] = {}
 NO_METHOD = "none"  # the unsteered baseline, where a front end accepts a method name
+DEFAULT_METHOD = "linact"  # what `aura-tl learn` and `aura-hooked` use unless told: the front's best (README, Results)
 _discovered = False
 
 
@@ -59,5 +60,5 @@ def option_specs() -> dict[str, OptionSpec]:
     return collect_specs({name: REGISTRY[name].Options for name in method_names()})
 
 
-__all__ = ["NO_METHOD", "REGISTRY", "CommonOptions", "ConceptOptions", "Method", "get_method", "method_names",
+__all__ = ["DEFAULT_METHOD", "NO_METHOD", "REGISTRY", "CommonOptions", "ConceptOptions", "Method", "get_method", "method_names",
            "option_specs", "register_method"]

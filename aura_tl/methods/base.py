@@ -14,6 +14,8 @@ from aura_tl.options import coerce_options, option
 HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
 POOLING_HELP = "how a sentence's tokens are pooled into one response per neuron: max, mean, last"
 POOLING_CHOICES = ("max", "mean", "last")
+DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a built-in set ('embedded', 'rtp-learn'), "
+             "or rtp:<split> with local RTP records")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class CommonOptions:
 class ConceptOptions(CommonOptions):
     """Methods learned from labelled concept sentences (toxic = 1) through pooled responses at some hooks."""
 
-    data: str = option("embedded", "concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, or 'embedded'")
+    data: str = option("embedded", DATA_HELP)
     max_per_class: int = option(500, "cap on sentences per class (balanced sample)")
     hooks: str = option(DEFAULT_HOOKS, HOOKS_HELP)
     pooling: str = option("max", POOLING_HELP, choices=POOLING_CHOICES)

@@ -1,0 +1,49 @@
+"""Write the concept sets that ship inside the package (`aura_tl/concept_sets/`), from the shared data folder.
+
+    python bench/bundle_concept_data.py                       # rtp-learn from ../shared/data/rtp (learn split)
+    python bench/bundle_concept_data.py --onpolicy out/onpolicy_learn.jsonl   # + smollm2-onpolicy
+
+`rtp-learn`: every prompt and continuation sentence of the `learn` split (aura_tl.splits) of the shared
+RealToxicityPrompts records, labelled toxic when its Perspective toxicity >= 0.5 (the `rtp` layout's rule).
+`smollm2-onpolicy`: the continuations SmolLM2-135M-Instruct sampled for learn-split prompts (`aura-tl onpolicy`),
+labelled by the offline scorer; text and label only (no RTP prompt text). Both are gzipped `text,label` JSONL,
+written byte-for-byte reproducibly (fixed gzip mtime), so rebuilding shows no diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+from pathlib import Path
+
+from aura_tl.data import BUNDLED_DIR, _rows_rtp, read_jsonl, rtp_records
+
+
+def write_set(name: str, texts: list[str], labels: list[int]) -> Path:
+    path = BUNDLED_DIR / f"{name}.jsonl.gz"
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as handle:
+        for text, label in zip(texts, labels):
+            handle.write((json.dumps({"text": text, "label": int(label)}, ensure_ascii=False) + "\n").encode())
+    path.write_bytes(buffer.getvalue())
+    print(f"{path}: {len(texts)} sentences, {sum(labels)} toxic, {path.stat().st_size / 1024:.1f} KiB")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onpolicy", default=None, help="an `aura-tl onpolicy` JSONL to bundle as smollm2-onpolicy")
+    args = parser.parse_args()
+    import pandas as pd
+
+    texts, labels = _rows_rtp(pd.DataFrame(rtp_records(split="learn")))
+    write_set("rtp-learn", texts, labels)
+    if args.onpolicy:
+        rows = [r for r in read_jsonl(args.onpolicy) if r["text"].strip()]
+        write_set("smollm2-onpolicy", [r["text"] for r in rows], [r["label"] for r in rows])
+
+
+if __name__ == "__main__":
+    main()
