@@ -2,7 +2,8 @@
 
 lm-eval 0.4.13 finds models only in its own source tree and tasks only there or in `--include_path`. This module
 puts a tiny finder on `sys.meta_path` that does nothing until lm-eval's own modules are imported; then it
-registers the model as a lazy `module:Class` placeholder and adds the tasks folder to every `TaskManager`.
+registers the model as a lazy `module:Class` placeholder, adds the tasks folder to every `TaskManager`, and makes
+the CLI fail fast, naming `piqa_local` / `hellaswag_local`, when a selected Hub dataset cannot be had offline.
 It imports nothing at start-up beyond `sys`, so unrelated programs pay microseconds.
 """
 
@@ -42,7 +43,28 @@ def register_tasks() -> None:
     TaskManager.__init__ = __init__
 
 
-AFTER_IMPORT = {"lm_eval.models": register_model, "lm_eval.tasks.manager": register_tasks}
+def check_tasks_offline() -> None:
+    """After lm-eval's CLI selects tasks (and before it loads a model), fail fast on Hub datasets that cannot be had."""
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    if getattr(EvaluatorConfig.process_tasks, "_aura_tl", False):
+        return
+    original = EvaluatorConfig.process_tasks
+
+    def process_tasks(self, *args, **kwargs):
+        from lm_eval_plugin.offline import check_selected_tasks
+
+        task_manager = original(self, *args, **kwargs)
+        check_selected_tasks(self, task_manager)
+        return task_manager
+
+    process_tasks._aura_tl = True
+    process_tasks.__wrapped__ = original
+    EvaluatorConfig.process_tasks = process_tasks
+
+
+AFTER_IMPORT = {"lm_eval.models": register_model, "lm_eval.tasks.manager": register_tasks,
+                "lm_eval.config.evaluate_config": check_tasks_offline}
 
 
 class _RunAfter:

@@ -56,3 +56,12 @@ def test_embedded_set_is_balanced_and_paired():
     data = load_concept_data("embedded", balance=False)
     assert data.counts == {0: 520, 1: 520}
     assert len(set(data.texts)) == len(data.texts)
+
+
+def test_bundled_rtp_learn_is_the_learn_split(shared_data):
+    """The shipped set is exactly what `rtp:learn` reads from the local records (rebuild: bench/bundle_concept_data.py)."""
+    from aura_tl.data import bundled_sets, load_concept_data
+
+    assert "rtp-learn" in bundled_sets()
+    shipped, local = load_concept_data("rtp-learn"), load_concept_data("rtp:learn")
+    assert shipped.texts == local.texts and shipped.labels == local.labels and shipped.counts[1] == 398

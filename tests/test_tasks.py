@@ -49,3 +49,35 @@ def test_missing_local_data_is_explained(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="piqa_path"):
         retention.load_piqa()
     assert math.isnan(rtp._flatten({"prompt": {"text": "x"}})["prompt_toxicity"])
+
+
+def test_unreachable_hub_tasks_fail_before_the_model_loads():
+    """Offline, `--tasks piqa,hellaswag` exits at once naming the local twins; no model is initialised."""
+    import os
+    import subprocess
+
+    done = subprocess.run(["lm_eval", "--model", "aura-hooked", "--tasks", "piqa,hellaswag,rtp_toxicity", "--limit", "1"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode != 0
+    assert "use --tasks piqa_local" in done.stderr and "use --tasks hellaswag_local" in done.stderr
+    assert "Initializing" not in done.stderr and "rtp_toxicity reads" not in done.stderr
+
+
+def test_cached_or_reachable_hub_datasets_pass(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from datasets import config
+
+    from lm_eval_plugin import offline
+
+    manager = SimpleNamespace(task_index={"piqa": SimpleNamespace(cfg={"dataset_path": "baber/piqa"}),
+                                          "piqa_local": SimpleNamespace(cfg={}),
+                                          "mine": SimpleNamespace(cfg={"dataset_path": "json"})})
+    monkeypatch.setattr(offline, "hub_reachable", lambda: False)
+    monkeypatch.setattr(config, "HF_DATASETS_CACHE", str(tmp_path))
+    assert offline.unreachable_tasks(["piqa", "mine", "piqa_local"], manager) == [("piqa", "baber/piqa", "piqa_local")]
+    (tmp_path / "baber___piqa").mkdir()
+    assert offline.unreachable_tasks(["piqa"], manager) == []
+    (tmp_path / "baber___piqa").rmdir()
+    monkeypatch.setattr(offline, "hub_reachable", lambda: True)
+    assert offline.unreachable_tasks(["piqa"], manager) == []
