@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -31,6 +32,21 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
     if options.max_ppl_increase is not None:
         intervention = calibrated(model, intervention, options, progress=progress)
     return intervention
+
+
+def intervention_from_responses(model, responses, method: str = DEFAULT_METHOD, **option_values) -> Intervention:
+    """Learn `method` from pooled responses you already hold (`responses_from_cache(model.run_with_cache(...))`),
+    without running the model again. AcT methods fit every hook on the responses as given (non-causally: the
+    activations were recorded without the earlier layers' maps), so `causal=True` is refused here."""
+    spec = get_method(method)
+    if option_values.get("causal"):
+        raise ValueError("causal estimation needs the model to run with earlier maps applied: use learn_intervention")
+    if any(f.name == "causal" for f in dataclasses.fields(spec.Options)):
+        option_values["causal"] = False
+    labels = responses.labels
+    if not ((labels == 0).any() and (labels == 1).any()):
+        raise ValueError("responses need both labels (1 = toxic, 0 = not) to learn from")
+    return spec.from_responses(model, responses, spec.options(**option_values))
 
 
 def calibrated(model, intervention: Intervention, options, *, progress: bool = True) -> Intervention:

@@ -118,3 +118,45 @@ def test_responses_from_a_transformerlens_cache_equal_collect_responses(tiny):
                                 ).pooled["blocks.0.attn.hook_z"].shape == (4, 32)
     with pytest.raises(ValueError, match="no activation in the cache"):
         responses_from_cache(cache, None, "blocks.*.hook_nothing")
+
+
+@pytest.mark.parametrize("method, options", [("aura", {}), ("det0", {"num_experts": 20}), ("damp", {"num_experts": 20}),
+                                             ("linact", {"causal": False}), ("meanact", {"causal": False})])
+def test_interventions_from_a_cache_equal_learning_on_the_same_texts(tiny, method, options):
+    """The researcher's path (run_with_cache -> responses_from_cache -> intervention_from_responses) gives the
+    tensors that `learn_intervention` computes by running the model itself."""
+    from aura_tl import intervention_from_responses, learn_intervention
+    from aura_tl.data import ConceptData
+    from aura_tl.responses import make_batch, responses_from_cache, tokenize
+
+    texts = ["you absolute idiot", "a calm and lovely afternoon by the sea", "shut up, loser", "thanks a lot, friend!",
+             "what a stupid thing to say", "the garden looks great today"]
+    labels = [1, 0, 1, 0, 1, 0]
+    ids, content, _ = tokenize(tiny, texts)
+    batch = make_batch(ids, content, pad_token_id(hf_tokenizer(tiny)), "cpu")
+    _, cache = tiny.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
+    pooling = "max" if method in ("aura", "det0", "damp") else "mean"
+    hooks = "hook_post" if pooling == "max" else "hook_attn_out"
+    responses = responses_from_cache(cache, labels, hooks, pooling=pooling, attention_mask=batch.attention_mask,
+                                     tokens=batch.tokens)
+    ours = intervention_from_responses(tiny, responses, method, hooks=hooks, pooling=pooling,
+                                       **{k: v for k, v in options.items() if k != "causal"})
+    reference = learn_intervention(tiny, ConceptData(texts, labels, "t", "text_label"), method, hooks=hooks,
+                                   pooling=pooling, progress=False, **options)
+    assert ours.hook_names == reference.hook_names
+    for hook in reference.tensors:
+        for name, tensor in reference.tensors[hook].items():
+            torch.testing.assert_close(ours.tensors[hook][name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_from_responses_refuses_causal_and_one_label(tiny):
+    from aura_tl import intervention_from_responses
+    from aura_tl.responses import Responses
+
+    responses = Responses({"blocks.0.hook_attn_out": torch.randn(4, 32)}, torch.tensor([1, 0, 1, 0]))
+    with pytest.raises(ValueError, match="causal estimation"):
+        intervention_from_responses(tiny, responses, "linact", causal=True)
+    with pytest.raises(ValueError, match="both labels"):
+        intervention_from_responses(tiny, Responses(responses.pooled, torch.tensor([1, 1, 1, 1])), "linact")
+    with pytest.raises(ValueError, match="not learned from pooled responses"):
+        intervention_from_responses(tiny, responses, "destein")

@@ -57,19 +57,24 @@ class ScalingMethod(Method):
         raise NotImplementedError
 
     def learn(self, model, data, options, *, progress: bool = True):
-        from aura_tl.intervention import Intervention
-
         started = time.perf_counter()
         responses = cached_responses(model, data, options.hooks, pooling=options.pooling,
                                      batch_size=options.learn_batch_size, path=options.responses, progress=progress)
-        collected = time.perf_counter()
+        return self.from_responses(model, responses, options, data=data_metadata(data),
+                                   seconds={"responses": round(time.perf_counter() - started, 3)})
+
+    def from_responses(self, model, responses, options, **metadata):
+        from aura_tl.intervention import Intervention
+
+        started = time.perf_counter()
         aurocs = {name: compute_auroc(pooled, responses.labels) for name, pooled in responses.pooled.items()}
         alphas = self.alphas(aurocs, options)
+        seconds = {**metadata.pop("seconds", {}), "auroc": round(time.perf_counter() - started, 3)}
         metadata = base_metadata(
-            options, hooks=list(alphas), pooling=options.pooling, data=data_metadata(data),
+            options, hooks=list(alphas), pooling=responses.metadata.get("pooling", options.pooling),
             auroc={k: {"experts": int((v > 0.5).sum()), "max": round(float(v.max()), 6),
                        "mean": round(float(v.mean()), 6)} for k, v in aurocs.items()},
-            seconds={"responses": round(collected - started, 3), "auroc": round(time.perf_counter() - collected, 3)},
+            seconds=seconds, **{"data": {"source": "responses", "n": len(responses.labels)}, **metadata},
         )
         tensors = {hook: {"alpha": alphas[hook], "auroc": aurocs[hook]} for hook in alphas}
         return Intervention(self.name, tensors, ModelShape.of(model), metadata, options.strength)

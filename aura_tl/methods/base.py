@@ -69,6 +69,10 @@ class Method:
         """Learn an `Intervention` on `model` from `data` (None when `needs_data` is False)."""
         raise NotImplementedError
 
+    def from_responses(self, model, responses, options, **metadata):
+        """An `Intervention` from pooled responses the caller already holds (`aura_tl.responses_from_cache`)."""
+        raise ValueError(f"method {self.name} is not learned from pooled responses")
+
     def hook_fn(self, tensors: dict[str, Tensor], strength: float, metadata: dict) -> Callable | None:
         """The TransformerLens hook applying one hook's tensors at `strength`; None when it would change nothing."""
         raise NotImplementedError

@@ -99,16 +99,25 @@ class LinearAcT(Method):
             maps[name] = self.fit(pooled[labels == 1], pooled[labels == 0])
             return self.hook_fn({k: v.to(model.cfg.device, model.cfg.dtype) for k, v in maps[name].items()}, 1.0, {})
 
-        if options.causal:
-            collect_responses_causal(model, data.texts, data.labels, options.hooks, estimate,
-                                     pooling=options.pooling, batch_size=options.learn_batch_size, progress=progress)
-        else:
+        if not options.causal:
             responses = cached_responses(model, data, options.hooks, pooling=options.pooling,
                                          batch_size=options.learn_batch_size, path=options.responses, progress=progress)
-            for name, pooled in responses.pooled.items():
-                estimate(name, pooled)
+            return self.from_responses(model, responses, options, data=data_metadata(data),
+                                       seconds={"total": round(time.perf_counter() - started, 3)})
+        collect_responses_causal(model, data.texts, data.labels, options.hooks, estimate,
+                                 pooling=options.pooling, batch_size=options.learn_batch_size, progress=progress)
         metadata = base_metadata(options, hooks=list(maps), pooling=options.pooling, data=data_metadata(data),
-                                 causal=options.causal, seconds={"total": round(time.perf_counter() - started, 3)})
+                                 causal=True, seconds={"total": round(time.perf_counter() - started, 3)})
+        return Intervention(self.name, maps, ModelShape.of(model), metadata, options.strength)
+
+    def from_responses(self, model, responses, options, **metadata):
+        """Each hook fitted on the responses as given (non-causal: they were recorded without earlier maps)."""
+        from aura_tl.intervention import Intervention
+
+        labels = responses.labels
+        maps = {name: self.fit(pooled[labels == 1], pooled[labels == 0]) for name, pooled in responses.pooled.items()}
+        metadata = base_metadata(options, hooks=list(maps), pooling=responses.metadata.get("pooling", options.pooling),
+                                 causal=False, **{"data": {"source": "responses", "n": len(labels)}, **metadata})
         return Intervention(self.name, maps, ModelShape.of(model), metadata, options.strength)
 
     def hook_fn(self, tensors, strength: float, metadata: dict) -> Callable | None:
