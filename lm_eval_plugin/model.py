@@ -71,7 +71,8 @@ def plan_intervention(path: str | None, method: str, options: dict, use_cache: b
             loaded = loaded.with_strength(strength) if strength is not None else loaded
             return loaded, {"method": loaded.method, "strength": loaded.strength, "file": str(path)}
         return from_file
-    if method in (None, "", NO_METHOD):
+    method = method or DEFAULT_METHOD  # the recommended intervention unless told otherwise
+    if method == NO_METHOD:
         if options:
             raise ValueError(f"model args {sorted(options)} need a method (method=none steers nothing); "
                              f"unknown model args are not ignored")
@@ -109,7 +110,7 @@ class AuraHookedLM(TemplateLM):
         model: str = DEFAULT_MODEL,
         pretrained: str | None = None,
         intervention: str | None = None,
-        method: str = DEFAULT_METHOD,
+        method: str | None = None,
         cache: bool | str = True,
         save_intervention: str | None = None,
         dtype: str = "float32",
