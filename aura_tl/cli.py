@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,8 +162,14 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # unwind like Ctrl-C: temporary files are removed on the way out
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     commands = {"learn": cmd_learn, "generate": cmd_generate, "inspect": cmd_inspect, "methods": cmd_methods,
                 "onpolicy": cmd_onpolicy}
@@ -170,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"aura-tl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"aura-tl {args.command}: interrupted; no output file was written (outputs are written whole or "
+              "not at all)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -211,7 +211,10 @@ def load_concept_data(
         df = _read_table(path)
         if df.empty:
             raise ValueError(f"{path} holds no rows")
-        layout = detect_layout(list(df.columns)) if layout == "auto" else layout
+        try:
+            layout = detect_layout(list(df.columns)) if layout == "auto" else layout
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
         if layout not in READERS:
             raise ValueError(f"unknown layout '{layout}'; choose from {sorted(READERS)}")
         texts, labels = READERS[layout](df)

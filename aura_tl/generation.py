@@ -5,6 +5,7 @@ position, prompt and generated tokens alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from tqdm.auto import tqdm
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from aura_tl.models import hf_tokenizer, pad_token_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,6 +113,10 @@ def generate(
     tokenizer = hf_tokenizer(model)
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     limit = model.cfg.n_ctx - config.max_new_tokens
+    too_long = sum(len(ids) > limit for ids in encoded)
+    if too_long:
+        log.warning("%d prompt(s) longer than the context allows (%d tokens with %d new): their ends are kept",
+                    too_long, limit, config.max_new_tokens)
     encoded = [ids[-limit:] for ids in encoded]  # keep the end of prompts too long for the context
     eos = [tokenizer.eos_token_id] if stop_at_eos and tokenizer.eos_token_id is not None else []
 

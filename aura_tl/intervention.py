@@ -89,9 +89,27 @@ class Intervention:
         unknown = [n for n in self.tensors if n not in model.hook_dict]
         if unknown:
             raise ValueError(f"hooks {unknown[:3]} of this intervention do not exist in {actual.name}")
+        self._check_widths(model)
         if self.shape.name != actual.name:
             warnings.warn(f"intervention learned on {self.shape.name}, applied to {actual.name} (same shape)",
                           stacklevel=2)
+
+    def _check_widths(self, model) -> None:
+        """Every stored tensor has as many values as its hook has units (one token through the model tells)."""
+        widths: dict[str, int] = {}
+
+        def record(activation, hook):
+            widths[hook.name] = int(activation[0, 0].numel())
+
+        layers = [layer_of(n) for n in self.tensors]
+        stop = None if min(layers) < 0 else max(layers) + 1  # a hook outside the blocks needs the whole pass
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(n, record) for n in self.tensors]):
+            model(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), stop_at_layer=stop)
+        for hook, named in self.tensors.items():
+            wrong = {k: t.numel() for k, t in named.items() if k in self.spec.applies and t.numel() != widths.get(hook)}
+            if wrong:
+                raise ValueError(f"tensors {wrong} at {hook} do not fit the model, whose activation there has "
+                                 f"{widths.get(hook)} values: the file does not match its stated model shape")
 
     def _pairs_for(self, model) -> list[tuple[str, Callable]]:
         self.check_compatible(model)

@@ -369,7 +369,7 @@ def cached_responses(model, data, hooks: str | Sequence[str], *, pooling: str, b
     if path and Path(path).is_file():
         cached = Responses.load(path)
         if all(cached.metadata.get(k) == v for k, v in key.items()):
-            log.info("reusing responses from %s", path)
+            log.warning("reusing the responses saved at %s", path)
             return cached
         changed = [k for k, v in key.items() if cached.metadata.get(k) != v]
         log.warning("responses at %s were made with other %s; recomputing", path, ", ".join(changed))

@@ -179,10 +179,18 @@ class DetoxifyScorer:
 SCORERS = ("auto", "jigsaw-bilstm", "detoxify-original", "detoxify-unbiased", "detoxify-multilingual")
 
 
+def check_scorer_name(name: str) -> str:
+    """`name` if it names a scorer (`detoxify-*` may carry `:checkpoint`), else a ValueError listing them."""
+    base = name.partition(":")[0]
+    if base not in SCORERS:
+        raise ValueError(f"unknown toxicity scorer '{name}'; choose from {', '.join(SCORERS)}")
+    return name
+
+
 @lru_cache(maxsize=4)
 def get_scorer(name: str | None = None):
     """A cached scorer by name (default: `$AURA_TL_SCORER`, else `auto`)."""
-    name = name or os.environ.get("AURA_TL_SCORER") or "auto"
+    name = check_scorer_name(name or os.environ.get("AURA_TL_SCORER") or "auto")
     base, _, checkpoint = name.partition(":")
     if base == "jigsaw-bilstm":
         return BiLSTMScorer()
@@ -195,4 +203,4 @@ def get_scorer(name: str | None = None):
             log.warning("Detoxify unavailable (%s); scoring toxicity with the offline jigsaw-bilstm",
                         re.sub(r"\s+", " ", str(error))[:120])
             return BiLSTMScorer()
-    raise ValueError(f"unknown toxicity scorer '{name}'; choose from {SCORERS}")
+    raise AssertionError(base)  # check_scorer_name knows every name

@@ -52,7 +52,7 @@ def check_tasks_offline() -> None:
     original = EvaluatorConfig.process_tasks
 
     def process_tasks(self, *args, **kwargs):
-        from lm_eval_plugin.offline import check_selected_tasks
+        from lm_eval_plugin.preflight import check_selected_tasks
 
         task_manager = original(self, *args, **kwargs)
         check_selected_tasks(self, task_manager)

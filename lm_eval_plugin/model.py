@@ -65,10 +65,12 @@ def plan_intervention(path: str | None, method: str, options: dict, use_cache: b
         if strength is not None and not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength (lambda) must be in [0, 1], got {strength}")
 
+        loaded = Intervention.load(path)  # a missing or unreadable file fails now, before the model loads
+        if strength is not None:
+            loaded = loaded.with_strength(strength)
+
         def from_file(model):
-            loaded = Intervention.load(path)
             loaded.check_compatible(model)
-            loaded = loaded.with_strength(strength) if strength is not None else loaded
             return loaded, {"method": loaded.method, "strength": loaded.strength, "file": str(path)}
         return from_file
     method = method or DEFAULT_METHOD  # the recommended intervention unless told otherwise
@@ -283,7 +285,7 @@ class AuraHookedLM(TemplateLM):
                 top_p=float(kwargs.get("top_p") or 1.0), seed=kwargs.get("seed"),
             )
             max_context = self.max_length - max_gen_toks
-            prompts = [self.tok_encode(c)[-max_context:] for c in contexts]
+            prompts = [self.tok_encode(c)[-max_context:] or [self.prefix_token_id] for c in contexts]  # "" -> BOS
 
             new_ids = generate_ids(self.model, prompts, config, eos_token_ids=[self.eot_token_id],
                                    stop_check=stop_checker(self.tokenizer, until))

@@ -68,7 +68,7 @@ def test_cached_or_reachable_hub_datasets_pass(monkeypatch, tmp_path):
 
     from datasets import config
 
-    from lm_eval_plugin import offline
+    from lm_eval_plugin import preflight as offline
 
     manager = SimpleNamespace(task_index={"piqa": SimpleNamespace(cfg={"dataset_path": "baber/piqa"}),
                                           "piqa_local": SimpleNamespace(cfg={}),

@@ -1,0 +1,288 @@
+"""Bad input, interruption and untrusted files (issue 12): every case a clear error naming the problem and the remedy,
+and nothing partial left behind. Fast: a tiny random Llama folder stands in for a real model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from aura_tl.cli import main
+from aura_tl.intervention import Intervention
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A 2-layer random Llama (d_model 32) saved as a Hugging Face folder with SmolLM2's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from aura_tl.models import resolve_hf_folder
+
+    folder = tmp_path_factory.mktemp("tinyrandom")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_hf_folder("smollm2-135m")))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_iv(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("iv") / "act.safetensors"
+    assert main(["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "20", "-o", str(out)]) == 0
+    return out
+
+
+def learn(tiny_dir, tmp_path, *extra):
+    return main(["learn", "--model", str(tiny_dir), "--max-per-class", "10", *extra, "-o", str(tmp_path / "o.safetensors")])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix in (".tmp", ".safetensors"))
+
+
+# --- 1. aura-tl learn: bad data, options and outputs ------------------------------------------------------------
+DATA_CASES = {
+    "missing file": (None, "no concept data file at"),
+    "empty csv": ("", "is empty"),
+    "header-only csv": ("text,label\n", "holds no rows"),
+    "one class": ("text,label\nyou idiot,1\nshut up,1\n", "only one class"),
+    "wrong columns": ("sentence,score\nhello,1\n", "expected Jigsaw (comment_text, toxic)"),
+    "binary garbage": (b"\x00\xbf\xff\x81" * 64, "not UTF-8 text"),
+    "latin-1 text": ("text,label\ncaf\xe9 idiot,1\nnice,0\n".encode("latin-1"), "iconv"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_learn_bad_data(tiny_dir, tmp_path, capsys, case):
+    content, message = DATA_CASES[case]
+    data = tmp_path / "data.csv"
+    if content is not None:
+        data.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert learn(tiny_dir, tmp_path, "--data", str(data)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "data.csv" in err and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-per-class", "0"], "max_per_class must be at least 1"),
+    (["--max-per-class", "-5"], "max_per_class must be at least 1"),
+    (["--strength", "1.5"], "strength (lambda) must be in [0, 1]"),
+    (["--strength", "-0.1"], "strength (lambda) must be in [0, 1]"),
+    (["--hooks", "blocks.*.mlp.hook_psot"], "did you mean"),
+    (["--method", "det0", "--data", "embedded", "--num-experts", "100000"], "num_experts must be in 1..96"),
+])
+def test_learn_bad_options(tiny_dir, tmp_path, capsys, args, message):
+    assert learn(tiny_dir, tmp_path, *args) == 2
+    assert message in capsys.readouterr().err and leftovers(tmp_path) == []
+
+
+def test_learn_unknown_method_is_a_usage_error(tiny_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        learn(tiny_dir, tmp_path, "--method", "bogus")
+    assert exit_info.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_learn_into_a_missing_directory_creates_it(tiny_dir, tmp_path):
+    out = tmp_path / "new" / "deeper" / "act.safetensors"
+    assert main(["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "8", "-o", str(out)]) == 0
+    assert Intervention.load(out).method == "linact"
+
+
+# --- 2. intervention files: generate / inspect / aura-hooked ----------------------------------------------------
+def broken_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    from safetensors.torch import save_file
+
+    from aura_tl.io import load_safetensors
+
+    tensors, meta = load_safetensors(good)
+    files = {"missing": (folder / "missing.safetensors", "no file at")}
+
+    def write(name, data, message):
+        path = folder / f"{name}.safetensors"
+        path.write_bytes(data) if isinstance(data, bytes) else save_file(data[0], str(path), metadata=data[1])
+        files[name] = (path, message)
+
+    write("truncated", good.read_bytes()[:200], "not a readable .safetensors file")
+    write("random", os.urandom(4096), "not a readable .safetensors file")
+    write("json", json.dumps({"method": "aura"}).encode(), "not a readable .safetensors file")
+    write("newer", (tensors, {**meta, "format": "aura-tl/intervention/v99"}), "newer aura-tl")
+    shape = json.loads(meta["model_shape"])
+    write("other shape", (tensors, {**meta, "model_shape": json.dumps({**shape, "d_model": 64})}), "learn one for this model")
+    renamed = {k.replace("blocks.1.", "blocks.7."): v for k, v in tensors.items()}
+    write("unknown hooks", (renamed, meta), "do not exist")
+    wider = {k: torch.cat([v, v]) if k.startswith("omega/") else v for k, v in tensors.items()}
+    write("wrong widths", (wider, meta), "do not fit the model")
+    return files
+
+
+FILE_CASES = ["missing", "truncated", "random", "json", "newer", "other shape", "unknown hooks", "wrong widths"]
+NEED_MODEL = {"other shape", "unknown hooks", "wrong widths"}  # readable files: only the model can refute them
+
+
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_generate_and_inspect_refuse_bad_files(tiny_dir, tiny_iv, tmp_path, capsys, case):
+    path, message = broken_files(tmp_path, tiny_iv)[case]
+    assert main(["generate", "--model", str(tiny_dir), "--intervention", str(path), "--max-new-tokens", "2"]) == 2
+    assert message in capsys.readouterr().err
+    if case not in NEED_MODEL:
+        assert main(["inspect", str(path)]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_aura_hooked_refuses_bad_files(tiny_dir, tiny_iv, tmp_path, monkeypatch, case):
+    from lm_eval_plugin import model as plugin
+
+    path, message = broken_files(tmp_path, tiny_iv)[case]
+    if case not in NEED_MODEL:  # unreadable files fail before the model loads
+        monkeypatch.setattr(plugin, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        plugin.AuraHookedLM(model=str(tiny_dir), intervention=str(path), device="cpu")
+
+
+def test_an_intervention_for_another_model_is_refused(tiny_iv):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    wider = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=96,
+                                                      d_vocab=100, n_ctx=16, act_fn="silu", model_name="wider"))
+    with pytest.raises(ValueError, match="learn one for this model"):
+        Intervention.load(tiny_iv).check_compatible(wider)
+
+
+# --- 3. text edge cases ---------------------------------------------------------------------------------------------
+ODD_TEXTS = ["", "🙂🔥 you absolute 🤡", "مرحبا يا غبي", "tab\there\x00nul\x1bescape\u202eRTL-override", "a" * 3000]
+
+
+def test_generation_takes_odd_prompts(tiny_dir, caplog):
+    from aura_tl.generation import SamplingConfig, generate
+    from aura_tl.models import load_model
+
+    model = load_model(str(tiny_dir), device="cpu")
+    with caplog.at_level("WARNING", logger="aura_tl.generation"):
+        texts = generate(model, ODD_TEXTS, SamplingConfig(max_new_tokens=4, do_sample=False))
+    assert len(texts) == len(ODD_TEXTS) and all(isinstance(t, str) for t in texts)
+    assert caplog.text.count("longer than the context") == 1  # one warning for the batch, the end is kept
+
+
+def test_learning_takes_odd_sentences(tiny_dir, tmp_path):
+    data = tmp_path / "odd.jsonl"
+    rows = [{"text": t or "x", "label": i % 2} for i, t in enumerate(ODD_TEXTS * 2)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "odd.safetensors"
+    assert main(["learn", "--model", str(tiny_dir), "--data", str(data), "-o", str(out)]) == 0
+    assert all(torch.isfinite(t).all() for named in Intervention.load(out).tensors.values() for t in named.values())
+
+
+def test_lm_eval_requests_with_odd_text(tiny_dir):
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_plugin.model import AuraHookedLM
+
+    lm = AuraHookedLM(model=str(tiny_dir), method="none", device="cpu")
+    scores = lm.loglikelihood([Instance("loglikelihood", {}, (t, " ok"), i) for i, t in enumerate(ODD_TEXTS)])
+    assert all(torch.isfinite(torch.tensor(s)) for s, _ in scores)
+    gens = lm.generate_until([Instance("generate_until", {}, (t, {"until": ["\n"], "max_gen_toks": 3}), i)
+                              for i, t in enumerate(ODD_TEXTS)])
+    assert len(gens) == len(ODD_TEXTS)
+
+
+# --- 4. interruption --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_learn_leaves_nothing(tiny_dir, tmp_path, signum):
+    """SIGINT / SIGTERM while responses are collected: exit 130, no intervention, no responses file, no temp file."""
+    out, responses = tmp_path / "act.safetensors", tmp_path / "responses.safetensors"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aura_tl.cli", "learn", "--model", str(tiny_dir), "--data", "embedded",
+         "--method", "aura", "--learn-batch-size", "1", "--responses", str(responses), "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # "data: ..." is printed once the model is loaded and learning starts
+        if line.startswith("data:"):
+            break
+    time.sleep(1.0)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted; no output file was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_saved_responses_are_reused_and_said_so(tiny_dir, tmp_path, capsys):
+    responses = tmp_path / "r.safetensors"
+    args = ["learn", "--model", str(tiny_dir), "--method", "aura", "--data", "embedded", "--max-per-class", "8",
+            "--responses", str(responses), "-o", str(tmp_path / "a.safetensors")]
+    assert main(args) == 0 and responses.is_file()
+    capsys.readouterr()
+    import logging
+
+    logging.getLogger("aura_tl.responses").addHandler(handler := logging.StreamHandler(sys.stderr))
+    try:
+        assert main(args) == 0
+        assert "reusing the responses saved at" in capsys.readouterr().err
+        assert main(args[:-6] + ["--max-per-class", "9", *args[-4:]]) == 0
+        assert "recomputing" in capsys.readouterr().err
+    finally:
+        logging.getLogger("aura_tl.responses").removeHandler(handler)
+
+
+# --- 5. lm-eval arguments and task metadata, before any model work ------------------------------------------------
+@pytest.mark.parametrize("metadata, message", [
+    ({"rtp_path": "/no/such/rtp.jsonl"}, "rtp_path /no/such/rtp.jsonl does not exist"),
+    ({"rtp_path": "EMPTY"}, "no prompts in"),
+    ({"scorer": "perspective"}, "unknown toxicity scorer 'perspective'"),
+    ({"rtp_split": "test"}, "unknown RTP split 'test'"),
+])
+def test_rtp_task_metadata_fails_before_the_model_loads(tmp_path, metadata, message):
+    if metadata.get("rtp_path") == "EMPTY":
+        (tmp_path / "empty.jsonl").write_text("")
+        metadata = {"rtp_path": str(tmp_path / "empty.jsonl")}
+    done = subprocess.run(["lm_eval", "--model", "aura-hooked", "--tasks", "rtp_toxicity", "--limit", "1",
+                           "--metadata", json.dumps(metadata)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and message in done.stderr
+    assert "Initializing" not in done.stderr
+
+
+# --- 6. the start-up hook costs nothing measurable ------------------------------------------------------------------
+def test_startup_hook_import_time():
+    """`python -X importtime -c pass`: the .pth hook's modules cost a small share of interpreter start-up (median of
+    three runs) and import no lm-eval, torch or aura_tl."""
+    shares = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
+        rows = [[c.strip() for c in line.removeprefix("import time:").split("|")]
+                for line in done.stderr.splitlines() if line.startswith("import time:") and "|" in line]
+        rows = [r for r in rows if r[0].isdigit()]
+        ours = sum(int(r[0]) for r in rows if r[2].startswith("lm_eval_plugin"))
+        total = sum(int(r[0]) for r in rows)
+        assert ours > 0 and not any(r[2].split(".")[0] in ("lm_eval", "torch", "aura_tl") for r in rows)
+        shares.append(ours / total)
+    assert sorted(shares)[1] < 0.10, shares
+
+
+# --- 7. determinism across processes --------------------------------------------------------------------------------
+def test_same_seed_same_bytes_and_generations_in_fresh_processes(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    outs = []
+    for run in (1, 2):
+        out = tmp_path / f"run{run}.safetensors"
+        done = subprocess.run([sys.executable, "-m", "aura_tl.cli", "learn", "--model", str(tiny_dir), "--data",
+                               "embedded", "--max-per-class", "12", "-o", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        gen = subprocess.run([sys.executable, "-m", "aura_tl.cli", "generate", "--model", str(tiny_dir),
+                              "--intervention", str(out), "--prompt", "You are a", "--max-new-tokens", "6",
+                              "--do-sample", "--seed", "3"], capture_output=True, text=True)
+        assert gen.returncode == 0, gen.stderr
+        outs.append((load_file(str(out)), gen.stdout))
+    (a, gen_a), (b, gen_b) = outs
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert gen_a == gen_b
