@@ -11,6 +11,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
+def default_mode(path: str | Path) -> None:
+    """Give a `mkstemp` file (created 0600) the permissions a plain `open` would: 0666 minus the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
     """Write to a temporary file beside `path`, then rename over it (atomic on POSIX)."""
     path = Path(path)
@@ -19,6 +26,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        default_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

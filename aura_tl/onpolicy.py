@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from aura_tl.generation import SamplingConfig, generate
+from aura_tl.io import default_mode
 
 log = logging.getLogger(__name__)
 TOXIC = 0.5
@@ -52,6 +53,7 @@ def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", sample
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    default_mode(tmp)
     os.replace(tmp, path)
     toxic = sum(r["label"] for r in rows)
     log.warning("on-policy data: %d continuations of %d %s prompts, %d toxic -> %s", len(rows), len(prompts), split,

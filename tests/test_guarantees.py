@@ -35,3 +35,19 @@ def test_same_seed_same_intervention(tiny):
                 assert torch.equal(a.tensors[hook][name], b.tensors[hook][name])
         strip = lambda meta: {k: v for k, v in meta.items() if k != "seconds"}  # noqa: E731
         assert strip(a.metadata) == strip(b.metadata)
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    """Files written through a temporary file are readable like any other (mkstemp alone makes them 0600)."""
+    import os
+
+    import torch
+
+    from aura_tl.io import atomic_save_safetensors
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_save_safetensors({"x": torch.zeros(2)}, tmp_path / "x.safetensors", {})
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
