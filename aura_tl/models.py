@@ -148,12 +148,19 @@ def load_model(
     device: str | None = None,
     dtype: str | torch.dtype = "float32",
     n_ctx: int | None = None,
+    n_devices: int = 1,
 ):
     """A `HookedTransformer` for an official TransformerLens name, a local HF folder, a `.gguf`, or `smollm2-135m`.
 
     Local weights go through `get_pretrained_model_config(folder, hf_cfg=...)` because `from_pretrained` refuses
     names it does not know; the result keeps the HF tokenizer and `cfg.model_name` records what was loaded.
+    `n_devices` > 1 splits the blocks over that many GPUs (TransformerLens' layer split) for models larger than one.
     """
+    if int(n_devices) < 1:
+        raise ValueError(f"n_devices must be at least 1, got {n_devices}")
+    if int(n_devices) > 1 and torch.cuda.device_count() < int(n_devices):
+        raise ValueError(f"n_devices={n_devices} splits the model over {n_devices} GPUs, but "
+                         f"{torch.cuda.device_count()} are visible")
     from transformer_lens import HookedTransformer, loading
 
     device = device or default_device()
@@ -162,12 +169,12 @@ def load_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TL 3.9 warns on every HookedTransformer build
         if folder is None:
-            kwargs: dict[str, Any] = {"device": device, "dtype": torch_dtype}
+            kwargs: dict[str, Any] = {"device": device, "dtype": torch_dtype, "n_devices": int(n_devices)}
             if n_ctx:
                 kwargs["n_ctx"] = n_ctx
             model = HookedTransformer.from_pretrained(name_or_path, **kwargs)
         else:
-            model = _load_local_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx)
+            model = _load_local_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx, n_devices=int(n_devices))
     model.eval()
     model.cfg.model_name = name_or_path if name_or_path in EMBEDDED_MODELS else model.cfg.model_name
     return model
@@ -202,7 +209,7 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
-def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: int | None):
+def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: int | None, n_devices: int = 1):
     from transformer_lens import HookedTransformer, loading
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -211,7 +218,8 @@ def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: 
     hf_cfg = hf_model.config.to_dict()
     max_pos = hf_cfg.get("max_position_embeddings") or hf_cfg.get("n_positions") or DEFAULT_N_CTX
     cfg = loading.get_pretrained_model_config(
-        str(folder), hf_cfg=hf_cfg, n_ctx=n_ctx or min(int(max_pos), DEFAULT_N_CTX), device=device, dtype=dtype
+        str(folder), hf_cfg=hf_cfg, n_ctx=n_ctx or min(int(max_pos), DEFAULT_N_CTX), device=device, dtype=dtype,
+        n_devices=n_devices,
     )
     state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
     del hf_model
@@ -221,6 +229,9 @@ def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: 
     )
     model.cfg.model_name = folder.name
     model._aura_tl_hf_tokenizer = tokenizer  # the unmodified HF tokenizer (see hf_tokenizer)
+    if n_devices > 1:
+        model.move_model_modules_to_device()  # blocks spread over cuda:0..n_devices-1
+        return model
     return model.to(device)
 
 

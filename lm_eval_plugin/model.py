@@ -15,6 +15,7 @@ Model args:
   dtype, device             float32 (default) / bfloat16 / float16; cpu / cuda (default: cuda if available)
   batch_size                an int, or auto / auto:N (the CLI's --batch_size also reaches here)
   max_length, max_gen_toks  context length (default n_ctx) and default generation length (256)
+  n_devices                 split the blocks over this many GPUs (TransformerLens' layer split; default 1)
 
 Scoring reuses lm-eval's `TemplateLM` (context/continuation encoding) and `Collator` (length-sorted batches,
 one-token-continuation cache, per-gen-kwargs groups), so results equal lm-eval's `hf` model on the same weights.
@@ -121,6 +122,7 @@ class AuraHookedLM(TemplateLM):
         max_batch_size: int = 64,
         max_length: int | None = None,
         max_gen_toks: int = 256,
+        n_devices: int | str = 1,
         **method_options,
     ) -> None:
         super().__init__()
@@ -130,7 +132,7 @@ class AuraHookedLM(TemplateLM):
         if device.startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s asked for but CUDA is not available; using cpu", device)
             device = "cpu"
-        self.model = load_model(pretrained or model, device=device, dtype=dtype)
+        self.model = load_model(pretrained or model, device=device, dtype=dtype, n_devices=int(n_devices))
         self.tokenizer = hf_tokenizer(self.model)
         self._device = torch.device(device)
         self._max_length = int(max_length) if max_length else int(self.model.cfg.n_ctx)

@@ -38,3 +38,35 @@ def test_bad_model_paths(tmp_path):
         load_model(str(tmp_path))
     with pytest.raises(ValueError, match="dtype"):
         load_model("smollm2-135m", dtype="float8")
+
+
+def test_n_devices_reaches_the_transformerlens_config(monkeypatch, tmp_path):
+    """Models larger than one GPU: `n_devices` goes to TransformerLens' config (checked as far as a CPU allows)."""
+    import pytest
+    from transformer_lens import loading
+
+    from aura_tl.models import load_model
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="n_devices=2 splits the model over 2 GPUs"):
+        load_model(str(tmp_path), device="cpu", n_devices=2)
+    seen = {}
+
+    def fake_config(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.setattr(loading, "get_pretrained_model_config", fake_config)
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: _FakeHF())
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="stop here"):
+        load_model(str(tmp_path), device="cuda", n_devices=2)
+    assert seen["n_devices"] == 2
+
+
+class _FakeHF:
+    class config:  # noqa: N801 - stands in for a transformers config object
+        @staticmethod
+        def to_dict():
+            return {"max_position_embeddings": 64}
