@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from aura_tl.generation import SamplingConfig, generate_ids, stop_checker
 from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
 from aura_tl.options import parse_value
+from lm_eval_plugin.distributed import DataParallel
 from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,9 @@ class AuraHookedLM(TemplateLM):
         super().__init__()
         use_cache = parse_value(bool, cache, "cache")
         plan = plan_intervention(intervention, method, method_options, use_cache)  # bad args fail before the model loads
-        device = device or default_device()
+        self.parallel = DataParallel()
+        self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
+        device = self.parallel.device or device or default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s asked for but CUDA is not available; using cpu", device)
             device = "cpu"
@@ -139,13 +142,27 @@ class AuraHookedLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.max_batch_size = int(max_batch_size)
         self.batch_size_arg = str(batch_size)
+        if self._rank > 0:
+            self.parallel.barrier()  # rank 0 learns (and caches) first; the others then read its cache entry
         self.intervention, self.intervention_info = plan(self.model)
+        if self._rank == 0:
+            self.parallel.barrier()
         if self.intervention is not None:
             if save_intervention:
                 self.intervention.save(save_intervention)
             self.intervention.attach(self.model)
         log.warning("aura-hooked intervention: %s", describe_intervention(self.intervention_info))
         self.batch_size = self._resolve_batch_size(self.batch_size_arg)
+
+    # --- data parallel (lm-eval's evaluator splits requests by rank and gathers through these) ------------------
+    def all_gather(self, tensor):
+        return self.parallel.all_gather(tensor)
+
+    def gather_object(self, obj, dst=0):
+        return self.parallel.gather_object(obj, dst)
+
+    def barrier(self) -> None:
+        self.parallel.barrier()
 
     def get_model_info(self) -> dict:
         """Merged into the results JSON's `config` by lm-eval: which intervention ran, so results say what they measure."""
