@@ -18,12 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from aura_tl._version import __version__
 from aura_tl.data import ConceptData, load_concept_data
 from aura_tl.intervention import Intervention
 from aura_tl.learn import hash_texts, learn_intervention
 from aura_tl.methods import get_method
 from aura_tl.models import cache_dir
+from aura_tl.responses import shard
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_PARAMETER = 4096
@@ -87,25 +90,40 @@ def learn_cached(model, method: str, options, *, use_cache: bool = True, progres
                            time.perf_counter() - started)
     key = intervention_key(model, method, options, data)
     path = intervention_cache_dir() / f"{method}-{key}.safetensors"
-    if path.is_file():
-        try:
-            cached = Intervention.load(path)
-            cached.check_compatible(model)
-            if cached.method != method or cached.metadata.get("cache_key") != key:
-                raise ValueError("its key does not match")
-            if options.max_ppl_increase is None:
-                cached = cached.with_strength(options.strength)
-            return CachedLearn(cached, path, True, time.perf_counter() - started)
-        except (ValueError, OSError, RuntimeError) as error:
-            log.warning("cached intervention %s is unusable (%s): relearning", path, error)
+    cached = _read_entry(path, model, method, key)
+    rank, world = shard()
+    if world > 1:  # ranks learn together (sharded), so they must agree: any miss means all learn
+        hits: list = [None] * world
+        torch.distributed.all_gather_object(hits, cached is not None)
+        cached = cached if all(hits) else None
+    if cached is not None:
+        if options.max_ppl_increase is None:
+            cached = cached.with_strength(options.strength)
+        return CachedLearn(cached, path, True, time.perf_counter() - started)
     intervention = learn_intervention(model, data, method, options, progress=progress)
     intervention.metadata["cache_key"] = key
-    try:
-        intervention.save(path)
-    except OSError as error:  # a read-only cache must not cost the learned result
-        log.warning("could not cache the intervention at %s (%s)", path, error)
-        path = None
+    if rank == 0:
+        try:
+            intervention.save(path)
+        except OSError as error:  # a read-only cache must not cost the learned result
+            log.warning("could not cache the intervention at %s (%s)", path, error)
+            path = None
     return CachedLearn(intervention, path, False, time.perf_counter() - started)
+
+
+def _read_entry(path: Path, model, method: str, key: str) -> Intervention | None:
+    """The cached intervention at `path` when it is sound and carries `key`; None (with a warning) otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        cached = Intervention.load(path)
+        cached.check_compatible(model)
+        if cached.method != method or cached.metadata.get("cache_key") != key:
+            raise ValueError("its key does not match")
+        return cached
+    except (ValueError, OSError, RuntimeError) as error:
+        log.warning("cached intervention %s is unusable (%s): relearning", path, error)
+        return None
 
 
 def clear_cache() -> int:

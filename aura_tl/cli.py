@@ -83,19 +83,39 @@ def cmd_learn(args) -> int:
     spec = get_method(args.method)
     options = spec.options(**given_values(args, option_specs().values()))  # checked before the model loads
     check_writable(args.output)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    rank, device = join_process_group(args.device)
+    model = load_model(args.model, device=device, dtype=args.dtype)
     started = time.perf_counter()
     data = None
     if spec.needs_data:
         data = load_concept_data(options.data, layout=args.layout, max_per_class=options.max_per_class,
                                  seed=options.seed)
-        print(f"data: {data.source} ({data.layout}), {data.counts[1]} toxic + {data.counts[0]} non-toxic sentences")
-    intervention = learn_intervention(model, data, args.method, options)
+        print(f"data: {data.source} ({data.layout}), {data.counts[1]} toxic + {data.counts[0]} non-toxic sentences",
+              flush=True)
+    intervention = learn_intervention(model, data, args.method, options, progress=rank == 0)
     intervention.metadata.setdefault("seconds", {})["total"] = round(time.perf_counter() - started, 3)
+    if rank > 0:
+        return 0  # every rank holds the same intervention; rank 0 writes it
     path = intervention.save(args.output)
     print_summary(intervention)
     print(f"saved {args.method} intervention to {path} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def join_process_group(device: str | None) -> tuple[int, str | None]:
+    """Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1): join the process group (nccl on GPUs, gloo on CPU)
+    so that response collection is split over the ranks; returns this rank and its device."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, device
+    cuda = torch.cuda.is_available() and (device or "cuda").startswith("cuda")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.distributed.get_rank(), f"cuda:{local}" if cuda else "cpu"
 
 
 def print_summary(intervention) -> None:

@@ -166,9 +166,26 @@ class Responses:
         return cls(pooled, tensors["labels"], json.loads(meta["responses"]))
 
 
+def shard() -> tuple[int, int]:
+    """(rank, world size) of an initialised `torch.distributed` process group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def merge_shards(tensors: Sequence[Tensor]) -> None:
+    """Sum zero-initialised [N, D] tensors in place over ranks: each rank filled only its own rows, so the sum is
+    every row, exactly as one process would have it."""
+    if shard()[1] > 1:
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+
+
 class _Pooler:
     """Length-sorted batches of tokenised texts, and hooks that pool each hooked activation into [N, D] tensors
-    (input order) for whichever batch is current: what plain and causal collection share."""
+    (input order) for whichever batch is current: what plain and causal collection share. Under torch.distributed
+    each rank runs every world-size-th length batch (`merge_shards` then completes the tensors)."""
 
     def __init__(self, model, texts: Sequence[str], pooling: str, batch_size: int, max_batch_tokens: int | None,
                  max_length: int | None, out_device) -> None:
@@ -193,7 +210,8 @@ class _Pooler:
 
     def batches(self):
         """(batch, rows) for each length batch; the pooling hooks pool into these rows while it is current."""
-        for start, stop in self.ranges:
+        rank, world = shard()
+        for start, stop in self.ranges[rank::world]:
             rows = self.order[start:stop]
             batch = make_batch([self.ids[i] for i in rows], [self.content[i] for i in rows], self.pad_id, self.device)
             self.current = (batch, torch.tensor(rows, device=self.out_device))
@@ -207,11 +225,24 @@ class _Pooler:
                 result = (pool_spans(flat, batch.spans, self.pooling) if batch.spans is not None
                           else pool(flat, batch.pool_mask, self.pooling))
                 if name not in self.pooled:
-                    self.pooled[name] = torch.empty((self.n, result.shape[-1]), dtype=torch.float32,
+                    self.pooled[name] = torch.zeros((self.n, result.shape[-1]), dtype=torch.float32,
                                                     device=self.out_device)
                 self.pooled[name][rows] = result.to(self.out_device, torch.float32)
             return hook
         return [(name, make_hook(name)) for name in names]
+
+    def merge(self, names: Sequence[str]) -> None:
+        """Complete the pooled tensors of `names` over ranks (a rank with no batch learns their widths first)."""
+        rank, world = shard()
+        if world == 1:
+            return
+        widths: list[dict | None] = [None] * world
+        torch.distributed.all_gather_object(widths, {n: self.pooled[n].shape[1] for n in names if n in self.pooled})
+        for name in names:
+            if name not in self.pooled:
+                width = next(w[name] for w in widths if name in w)
+                self.pooled[name] = torch.zeros((self.n, width), dtype=torch.float32, device=self.out_device)
+        merge_shards([self.pooled[n] for n in names])
 
     def responses(self, model, names, labels) -> Responses:
         for name, tensor in self.pooled.items():
@@ -251,8 +282,11 @@ def collect_responses(
     stop_at = max(layer_of(n) for n in names) + 1
     stop_at_layer = stop_at if 0 < stop_at < model.cfg.n_layers else None
     with torch.inference_mode(), model.hooks(fwd_hooks=pooler.hooks(names)):
-        for batch, _ in tqdm(pooler.batches(), total=len(pooler.ranges), desc="responses", disable=not progress):
+        rank, world = shard()
+        for batch, _ in tqdm(pooler.batches(), total=len(pooler.ranges[rank::world]), desc="responses",
+                             disable=not progress or rank > 0):
             model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
+    pooler.merge(names)
     responses = pooler.responses(model, names, labels)
     if save_to:
         responses.save(save_to)
@@ -334,7 +368,7 @@ def collect_responses_causal(
     residual: list[Tensor | None] = [None] * len(batches)
     at = [0] * len(batches)  # the block whose input `residual` holds
     fitted: list[tuple[str, Callable]] = []
-    bar = tqdm(total=len(layers) * len(batches), desc="causal responses", disable=not progress)
+    bar = tqdm(total=len(layers) * len(batches), desc="causal responses", disable=not progress or shard()[0] > 0)
     with torch.inference_mode():
         for layer in layers:
             here = [n for n in names if layer_of(n) == layer]
@@ -351,6 +385,7 @@ def collect_responses_causal(
                     with model.hooks(fwd_hooks=pooler.hooks(here)):
                         model(residual[index], start_at_layer=layer, stop_at_layer=layer + 1, attention_mask=mask)
                 bar.update(1)
+            pooler.merge(here)  # every rank fits the same maps from all rows
             for name in here:
                 fn = estimate(name, pooler.pooled[name])
                 if fn is not None:
@@ -376,6 +411,6 @@ def cached_responses(model, data, hooks: str | Sequence[str], *, pooling: str, b
     responses = collect_responses(model, data.texts, data.labels, hooks, pooling=pooling, batch_size=batch_size,
                                   progress=progress)
     responses.metadata.update(key)
-    if path:
+    if path and shard()[0] == 0:
         responses.save(path)
     return responses

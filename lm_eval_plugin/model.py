@@ -142,13 +142,9 @@ class AuraHookedLM(TemplateLM):
         self.max_gen_toks = int(max_gen_toks)
         self.max_batch_size = int(max_batch_size)
         self.batch_size_arg = str(batch_size)
-        if self._rank > 0:
-            self.parallel.barrier()  # rank 0 learns (and caches) first; the others then read its cache entry
-        self.intervention, self.intervention_info = plan(self.model)
-        if self._rank == 0:
-            self.parallel.barrier()
+        self.intervention, self.intervention_info = plan(self.model)  # ranks learn together, sharded
         if self.intervention is not None:
-            if save_intervention:
+            if save_intervention and self._rank == 0:
                 self.intervention.save(save_intervention)
             self.intervention.attach(self.model)
         log.warning("aura-hooked intervention: %s", describe_intervention(self.intervention_info))
