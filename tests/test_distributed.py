@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +35,7 @@ def run(prefix, folder, out, cache):
     env = {**os.environ, "AURA_TL_SCORER": "jigsaw-bilstm", "AURA_TL_CACHE": str(cache), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(open(sorted(glob.glob(f"{out}/**/results_*.json", recursive=True))[-1]).read())
+    results = json.loads(Path(sorted(glob.glob(f"{out}/**/results_*.json", recursive=True))[-1]).read_text())
     return results, done.stderr
 
 
