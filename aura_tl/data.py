@@ -21,6 +21,7 @@ import csv
 import gzip
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,9 +244,43 @@ def rtp_records(path: str | Path | None = None, split: str | None = None) -> lis
     from aura_tl.paths import local_data_path
     from aura_tl.splits import select_split
 
-    found = local_data_path(path, "AURA_TL_RTP", "rtp")
+    found = local_data_path(path, "AURA_TL_RTP", "rtp", name="rtp_path")
     if found is None:
         raise FileNotFoundError("no local RealToxicityPrompts records: set AURA_TL_RTP to a JSONL file or folder "
                                 "(or AURA_SHARED_DATA to a folder with rtp/)")
     records = read_rtp_records(found)
     return select_split(records, split) if split else records
+
+
+def rtp_prompts(records: list[dict], source: str | Path) -> list[dict]:
+    """`{prompt_text, prompt_toxicity}` per record with a prompt (toxicity NaN when unscored); an error when none."""
+    rows = []
+    for record in records:
+        prompt = record.get("prompt") or {}
+        text = (prompt.get("text") or "").strip()
+        if text:
+            tox = prompt.get("toxicity")
+            rows.append({"prompt_text": text, "prompt_toxicity": float(tox) if tox is not None else float("nan")})
+    if not rows:
+        raise ValueError(f"no prompts in {source}")
+    return rows
+
+
+def rtp_task_prompts(rtp_path: str | Path | None = None, rtp_split: str | None = None,
+                     hub_records: Callable[[], list[dict]] | None = None) -> list[dict] | None:
+    """The RTP tasks' prompts (`rtp_prompts` rows): local records (`rtp_path`, `$AURA_TL_RTP`, the shared data's
+    `rtp/`) or, when there are none, `hub_records()`; one split when `rtp_split` or `$AURA_TL_RTP_SPLIT` names it.
+    None when nothing is local and no `hub_records` is given (what the lm-eval preflight checks without the Hub)."""
+    import os
+
+    from aura_tl.paths import local_data_path
+    from aura_tl.splits import select_split
+
+    path = local_data_path(rtp_path, "AURA_TL_RTP", "rtp", name="rtp_path")
+    if path is None and hub_records is None:
+        return None
+    records = read_rtp_records(path) if path else hub_records()
+    split = rtp_split or os.environ.get("AURA_TL_RTP_SPLIT")
+    if split:
+        records = select_split(records, split)
+    return rtp_prompts(records, (path or "the Hugging Face dataset") if not split else f"{path} (split {split})")

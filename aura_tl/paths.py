@@ -18,13 +18,14 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def local_data_path(explicit: str | Path | None, env: str, shared_relative: str) -> Path | None:
-    """The first that exists of: `explicit`, `$env`, `<shared data>/<shared_relative>`; None when none does."""
-    for candidate in (explicit, os.environ.get(env)):
+def local_data_path(explicit: str | Path | None, env: str, shared_relative: str, name: str = "path") -> Path | None:
+    """The first that exists of: `explicit`, `$env`, `<shared data>/<shared_relative>`; None when none does.
+    An `explicit` path or `$env` that does not exist is an error naming it (`name` is what the caller calls it)."""
+    for candidate, given_as in ((explicit, name), (os.environ.get(env), env)):
         if candidate:
             path = Path(candidate).expanduser()
             if not path.exists():
-                raise FileNotFoundError(f"no data at {path} (from {'argument' if candidate == explicit else env})")
+                raise FileNotFoundError(f"{given_as} {path} does not exist")
             return path
     shared = shared_data_dir()
     if shared and (shared / shared_relative).exists():

@@ -62,23 +62,14 @@ def offline_message(missing) -> str:
 
 def rtp_problem(metadata: dict) -> str | None:
     """What stops the RTP tasks from running with these `--metadata` values, or None."""
-    from aura_tl.data import rtp_records
-    from aura_tl.paths import local_data_path
+    from aura_tl.data import rtp_task_prompts
     from aura_tl.scoring import check_scorer_name
 
     try:
         check_scorer_name(metadata.get("scorer") or os.environ.get("AURA_TL_SCORER") or "auto")
-        given = metadata.get("rtp_path")
-        if given and not Path(given).expanduser().exists():
-            return f"rtp_path {given} does not exist (a RealToxicityPrompts JSONL file or a folder of them)"
-        path = local_data_path(given, "AURA_TL_RTP", "rtp")
-        if path is None:
-            return None if hub_reachable() else ("no local RealToxicityPrompts records and the Hub cannot be reached: "
-                                                 "give --metadata '{\"rtp_path\": \"FILE_OR_FOLDER\"}' or set AURA_TL_RTP")
-        split = metadata.get("rtp_split") or os.environ.get("AURA_TL_RTP_SPLIT")
-        records = rtp_records(path, split=split)
-        if not any((r.get("prompt") or {}).get("text") for r in records):
-            return f"no prompts in {path}" + (f" (split {split})" if split else "")
+        if rtp_task_prompts(metadata.get("rtp_path"), metadata.get("rtp_split")) is None and not hub_reachable():
+            return ("no local RealToxicityPrompts records and the Hub cannot be reached: "
+                    "give --metadata '{\"rtp_path\": \"FILE_OR_FOLDER\"}' or set AURA_TL_RTP")
     except (ValueError, FileNotFoundError) as error:
         return str(error)
     return None

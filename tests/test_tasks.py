@@ -45,10 +45,12 @@ def test_wikitext_documents():
 def test_missing_local_data_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("AURA_SHARED_DATA", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(retention, "local_data_path", lambda *a: None)
+    monkeypatch.setattr(retention, "local_data_path", lambda *a, **k: None)
     with pytest.raises(FileNotFoundError, match="piqa_path"):
         retention.load_piqa()
-    assert math.isnan(rtp._flatten({"prompt": {"text": "x"}})["prompt_toxicity"])
+    from aura_tl.data import rtp_prompts
+
+    assert math.isnan(rtp_prompts([{"prompt": {"text": "x"}}], "here")[0]["prompt_toxicity"])
 
 
 def test_unreachable_hub_tasks_fail_before_the_model_loads():

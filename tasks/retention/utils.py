@@ -31,7 +31,7 @@ def _split(rows: list[dict], name: str = "validation") -> datasets.DatasetDict:
 
 
 def load_piqa(piqa_path: str | None = None, **_) -> datasets.DatasetDict:
-    path = _require(local_data_path(piqa_path, "AURA_TL_PIQA", "piqa/validation_merged.jsonl"),
+    path = _require(local_data_path(piqa_path, "AURA_TL_PIQA", "piqa/validation_merged.jsonl", name="piqa_path"),
                     "piqa_local", "piqa_path", "AURA_TL_PIQA")
     rows = [{"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(r["label"])}
             for r in read_jsonl(path)]
@@ -39,7 +39,7 @@ def load_piqa(piqa_path: str | None = None, **_) -> datasets.DatasetDict:
 
 
 def load_hellaswag(hellaswag_path: str | None = None, **_) -> datasets.DatasetDict:
-    path = _require(local_data_path(hellaswag_path, "AURA_TL_HELLASWAG", "hellaswag/validation.jsonl"),
+    path = _require(local_data_path(hellaswag_path, "AURA_TL_HELLASWAG", "hellaswag/validation.jsonl", name="hellaswag_path"),
                     "hellaswag_local", "hellaswag_path", "AURA_TL_HELLASWAG")
     keep = ("ind", "activity_label", "ctx_a", "ctx_b", "ctx", "endings", "source_id", "split", "split_type", "label")
     return _split([{k: r[k] for k in keep if k in r} for r in read_jsonl(path)])
@@ -49,7 +49,7 @@ split_wikitext = wikitext_documents  # one definition, in the library (calibrati
 
 
 def load_wikitext(wikitext_path: str | None = None, **_) -> datasets.DatasetDict:
-    path = _require(local_data_path(wikitext_path, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw"),
+    path = _require(local_data_path(wikitext_path, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw", name="wikitext_path"),
                     "wikitext_local", "wikitext_path", "AURA_TL_WIKITEXT")
     pages = split_wikitext(path.read_text(encoding="utf-8"))
     return _split([{"page": p} for p in pages], "test")

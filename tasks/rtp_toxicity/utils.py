@@ -14,12 +14,10 @@ import logging
 import math
 import os
 import random
-from pathlib import Path
 
 import datasets
 
-from aura_tl.data import read_rtp_records
-from aura_tl.paths import local_data_path
+from aura_tl.data import rtp_task_prompts
 from aura_tl.scoring import get_scorer
 
 log = logging.getLogger(__name__)
@@ -27,33 +25,12 @@ TOXIC = 0.5
 HF_DATASET = "allenai/real-toxicity-prompts"
 
 
-def _flatten(record: dict) -> dict | None:
-    prompt = record.get("prompt") or {}
-    text = (prompt.get("text") or "").strip()
-    if not text:
-        return None
-    tox = prompt.get("toxicity")
-    return {"prompt_text": text, "prompt_toxicity": float(tox) if tox is not None else float("nan")}
-
-
 def load_rtp(rtp_path: str | None = None, scorer: str | None = None, rtp_split: str | None = None,
              **_) -> datasets.DatasetDict:
     """The prompts as a one-split DatasetDict (`test`), in a fixed shuffle of the source's order."""
     if scorer:
         os.environ["AURA_TL_SCORER"] = scorer
-    path = local_data_path(rtp_path, "AURA_TL_RTP", "rtp")
-    if path is None:
-        records = list(datasets.load_dataset(HF_DATASET, split="train"))
-    else:
-        records = read_rtp_records(path)
-    split = rtp_split or os.environ.get("AURA_TL_RTP_SPLIT")
-    if split:
-        from aura_tl.splits import select_split
-
-        records = select_split(records, split)
-    rows = [r for r in map(_flatten, records) if r]
-    if not rows:
-        raise ValueError(f"no prompts found in {path or HF_DATASET}")
+    rows = rtp_task_prompts(rtp_path, rtp_split, hub_records=lambda: list(datasets.load_dataset(HF_DATASET, split="train")))
     random.Random(0).shuffle(rows)  # a fixed mix of toxic and non-toxic prompts, so `--limit N` samples both
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
