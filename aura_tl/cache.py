@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from aura_tl._version import __version__
-from aura_tl.data import ConceptData, load_concept_data
+from aura_tl.data import ConceptData
+from aura_tl.distributed import shard
 from aura_tl.intervention import Intervention
-from aura_tl.learn import hash_texts, learn_intervention
+from aura_tl.learn import concept_data_for, hash_texts, learn_intervention
 from aura_tl.methods import get_method
 from aura_tl.models import cache_dir
-from aura_tl.responses import shard
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_PARAMETER = 4096
@@ -83,8 +83,7 @@ def learn_cached(model, method: str, options, *, use_cache: bool = True, progres
     and is sound, else learned and written there (atomically)."""
     started = time.perf_counter()
     spec = get_method(method)
-    data = load_concept_data(options.data, max_per_class=options.max_per_class, seed=options.seed) \
-        if spec.needs_data else None
+    data = concept_data_for(options) if spec.needs_data else None
     if not use_cache:
         return CachedLearn(learn_intervention(model, data, method, options, progress=progress), None, False,
                            time.perf_counter() - started)

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_learn(args) -> int:
     from aura_tl.data import load_concept_data
+    from aura_tl.distributed import join_process_group
     from aura_tl.io import check_writable
     from aura_tl.learn import learn_intervention
     from aura_tl.models import load_model
@@ -83,7 +84,7 @@ def cmd_learn(args) -> int:
     spec = get_method(args.method)
     options = spec.options(**given_values(args, option_specs().values()))  # checked before the model loads
     check_writable(args.output)
-    rank, device = join_process_group(args.device)
+    rank, device = join_process_group(args.device)  # under torchrun / accelerate launch
     model = load_model(args.model, device=device, dtype=args.dtype)
     started = time.perf_counter()
     data = None
@@ -100,22 +101,6 @@ def cmd_learn(args) -> int:
     print_summary(intervention)
     print(f"saved {args.method} intervention to {path} ({time.perf_counter() - started:.1f} s)")
     return 0
-
-
-def join_process_group(device: str | None) -> tuple[int, str | None]:
-    """Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1): join the process group (nccl on GPUs, gloo on CPU)
-    so that response collection is split over the ranks; returns this rank and its device."""
-    import os
-
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, device
-    cuda = torch.cuda.is_available() and (device or "cuda").startswith("cuda")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.distributed.get_rank(), f"cuda:{local}" if cuda else "cpu"
 
 
 def print_summary(intervention) -> None:

@@ -95,16 +95,8 @@ class Intervention:
                           stacklevel=2)
 
     def _check_widths(self, model) -> None:
-        """Every stored tensor has as many values as its hook has units (one token through the model tells)."""
-        widths: dict[str, int] = {}
-
-        def record(activation, hook):
-            widths[hook.name] = int(activation[0, 0].numel())
-
-        layers = [layer_of(n) for n in self.tensors]
-        stop = None if min(layers) < 0 else max(layers) + 1  # a hook outside the blocks needs the whole pass
-        with torch.inference_mode(), model.hooks(fwd_hooks=[(n, record) for n in self.tensors]):
-            model(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), stop_at_layer=stop)
+        """Every stored tensor has as many values as its hook has units (`hook_widths`)."""
+        widths = hook_widths(model, list(self.tensors))
         for hook, named in self.tensors.items():
             wrong = {k: t.numel() for k, t in named.items() if k in self.spec.applies and t.numel() != widths.get(hook)}
             if wrong:
@@ -179,6 +171,22 @@ class Intervention:
         """One row per hook, as the method summarises it (what `aura-tl inspect` prints)."""
         spec = self.spec
         return [spec.summary_row(hook, named, float(self.strength), self.metadata) for hook, named in self.tensors.items()]
+
+
+def hook_widths(model, names: list[str]) -> dict[str, int]:
+    """Units per position at each hook (heads flattened): one token through the model, once per model and hook;
+    later calls (every `applied` / `attach`) read the memo on the model."""
+    memo: dict[str, int] = model.__dict__.setdefault("_aura_tl_hook_widths", {})
+    missing = [n for n in names if n not in memo]
+    if missing:
+        def record(activation, hook):
+            memo[hook.name] = int(activation[0, 0].numel())
+
+        layers = [layer_of(n) for n in missing]
+        stop = None if min(layers) < 0 else max(layers) + 1  # a hook outside the blocks needs the whole pass
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(n, record) for n in missing]):
+            model(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), stop_at_layer=stop)
+    return {n: memo.get(n) for n in names}
 
 
 def _format_version(value: str | None, path) -> int:

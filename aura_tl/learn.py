@@ -25,13 +25,18 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
     elif option_values:
         raise ValueError("give options either as an options object or as keywords, not both")
     if spec.needs_data and data is None:
-        data = load_concept_data(options.data, max_per_class=options.max_per_class, seed=options.seed)
+        data = concept_data_for(options)
     if data is not None:
         data.require_both_classes()
     intervention = spec.learn(model, data, options, progress=progress)
     if options.max_ppl_increase is not None:
         intervention = calibrated(model, intervention, options, progress=progress)
     return intervention
+
+
+def concept_data_for(options) -> ConceptData:
+    """The concept sentences a method's options name: `data`, balanced, capped at `max_per_class`, sampled with `seed`."""
+    return load_concept_data(options.data, max_per_class=options.max_per_class, seed=options.seed)
 
 
 def intervention_from_responses(model, responses, method: str = DEFAULT_METHOD, **option_values) -> Intervention:

@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from aura_tl.distributed import merge_shards, shard
 from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
@@ -164,22 +165,6 @@ class Responses:
             raise ValueError(f"{path} is not an aura-tl responses file")
         pooled = {k.removeprefix("pooled/"): v for k, v in tensors.items() if k.startswith("pooled/")}
         return cls(pooled, tensors["labels"], json.loads(meta["responses"]))
-
-
-def shard() -> tuple[int, int]:
-    """(rank, world size) of an initialised `torch.distributed` process group, else (0, 1)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def merge_shards(tensors: Sequence[Tensor]) -> None:
-    """Sum zero-initialised [N, D] tensors in place over ranks: each rank filled only its own rows, so the sum is
-    every row, exactly as one process would have it."""
-    if shard()[1] > 1:
-        for tensor in tensors:
-            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
 
 
 class _Pooler:

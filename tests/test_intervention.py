@@ -122,3 +122,19 @@ def test_load_keeps_layer_order(tmp_path):
     names = [f"blocks.{i}.mlp.hook_post" for i in (2, 10, 11)]
     iv = Intervention("aura", alphas({n: torch.ones(3) * 0.5 for n in names}), ModelShape("toy", 12, 4, 3, 1, 4))
     assert Intervention.load(iv.save(tmp_path / "o.safetensors")).hook_names == names  # not 10, 11, 2
+
+
+def test_width_check_runs_the_model_once_per_hook_set(tiny):
+    """`check_compatible` probes hook widths with one token the first time; later calls (every `applied`) read the
+    memo instead of running the model again."""
+    from aura_tl.intervention import hook_widths
+
+    names = ["blocks.0.mlp.hook_post", "blocks.1.hook_attn_out"]
+    assert hook_widths(tiny, names) == {names[0]: 48, names[1]: 32}
+    calls = []
+    tiny.add_hook("blocks.0.hook_resid_pre", lambda act, hook: calls.append(1))
+    try:
+        hook_widths(tiny, names)
+    finally:
+        tiny.reset_hooks()
+    assert calls == []

@@ -69,12 +69,13 @@ class ScalingMethod(Method):
         started = time.perf_counter()
         aurocs = {name: compute_auroc(pooled, responses.labels) for name, pooled in responses.pooled.items()}
         alphas = self.alphas(aurocs, options)
-        seconds = {**metadata.pop("seconds", {}), "auroc": round(time.perf_counter() - started, 3)}
+        metadata.setdefault("data", {"source": "responses", "n": len(responses.labels)})
+        metadata["seconds"] = {**metadata.get("seconds", {}), "auroc": round(time.perf_counter() - started, 3)}
         metadata = base_metadata(
             options, hooks=list(alphas), pooling=responses.metadata.get("pooling", options.pooling),
             auroc={k: {"experts": int((v > 0.5).sum()), "max": round(float(v.max()), 6),
                        "mean": round(float(v.mean()), 6)} for k, v in aurocs.items()},
-            seconds=seconds, **{"data": {"source": "responses", "n": len(responses.labels)}, **metadata},
+            **metadata,
         )
         tensors = {hook: {"alpha": alphas[hook], "auroc": aurocs[hook]} for hook in alphas}
         return Intervention(self.name, tensors, ModelShape.of(model), metadata, options.strength)

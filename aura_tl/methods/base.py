@@ -14,6 +14,7 @@ from aura_tl.options import coerce_options, option
 HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
 POOLING_HELP = "how a sentence's tokens are pooled into one response per neuron: max, mean, last"
 POOLING_CHOICES = ("max", "mean", "last")
+MAX_PER_CLASS_HELP = "cap on sentences per class (balanced sample)"
 DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a built-in set ('embedded', 'rtp-learn'), "
              "or rtp:<split> with local RTP records")
 
@@ -41,7 +42,7 @@ class ConceptOptions(CommonOptions):
     """Methods learned from labelled concept sentences (toxic = 1) through pooled responses at some hooks."""
 
     data: str = option("embedded", DATA_HELP)
-    max_per_class: int = option(500, "cap on sentences per class (balanced sample)")
+    max_per_class: int = option(500, MAX_PER_CLASS_HELP)
     hooks: str = option(DEFAULT_HOOKS, HOOKS_HELP)
     pooling: str = option("max", POOLING_HELP, choices=POOLING_CHOICES)
     responses: str | None = option(None, "save pooled responses here and reuse them on the next learn (.safetensors)")
