@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from aura_tl.gating import GATE_TENSORS, gate
 from aura_tl.hooks import layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 from aura_tl.models import ModelShape
@@ -55,6 +56,11 @@ class Intervention:
         return get_method(self.method)
 
     @property
+    def gated(self) -> bool:
+        """Whether each hook's edit is scaled by a learned gate (`aura_tl.gating`)."""
+        return all("gate_w" in named for named in self.tensors.values())
+
+    @property
     def hook_names(self) -> list[str]:
         return list(self.tensors)
 
@@ -71,8 +77,8 @@ class Intervention:
         hooks that would change nothing are left out."""
         spec, pairs = self.spec, []
         for name, named in self.tensors.items():
-            used = {k: named[k].to(device=device, dtype=dtype) for k in spec.applies}
-            fn = spec.hook_fn(used, float(self.strength), self.metadata)
+            used = {k: named[k].to(device=device, dtype=dtype) for k in (*spec.applies, *GATE_TENSORS) if k in named}
+            fn = gate(spec.hook_fn({k: used[k] for k in spec.applies}, float(self.strength), self.metadata), used)
             if fn is not None:
                 pairs.append((name, fn))
         return pairs
@@ -98,7 +104,8 @@ class Intervention:
         """Every stored tensor has as many values as its hook has units (`hook_widths`)."""
         widths = hook_widths(model, list(self.tensors))
         for hook, named in self.tensors.items():
-            wrong = {k: t.numel() for k, t in named.items() if k in self.spec.applies and t.numel() != widths.get(hook)}
+            wrong = {k: t.numel() for k, t in named.items()
+                     if k in (*self.spec.applies, "gate_w") and t.numel() != widths.get(hook)}
             if wrong:
                 raise ValueError(f"tensors {wrong} at {hook} do not fit the model, whose activation there has "
                                  f"{widths.get(hook)} values: the file does not match its stated model shape")

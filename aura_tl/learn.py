@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from aura_tl._version import __version__
 from aura_tl.data import ConceptData, load_concept_data
 from aura_tl.intervention import Intervention
-from aura_tl.methods import DEFAULT_METHOD, get_method
+from aura_tl.methods import DEFAULT_METHOD, ConceptOptions, get_method
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
     if data is not None:
         data.require_both_classes()
     intervention = spec.learn(model, data, options, progress=progress)
+    if options.gate:
+        from aura_tl.gating import learn_gates
+
+        gate_data = data if data is not None else concept_data_for(ConceptOptions(seed=options.seed))
+        intervention = learn_gates(model, intervention, gate_data, batch_size=options.learn_batch_size,
+                                   progress=progress)
     if options.max_ppl_increase is not None:
         intervention = calibrated(model, intervention, options, progress=progress)
     return intervention

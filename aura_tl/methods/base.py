@@ -29,6 +29,8 @@ class CommonOptions:
     max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
                                             "perplexity increase on the calibration text stays within this many %")
     calibration_text: str | None = option(None, "text file for calibration (default: a WikiText-2 test slice)")
+    gate: bool = option(False, "conditional steering: scale each position's edit by a learned toxicity probe's "
+                        "gate at that hook (aura_tl.gating), fitted on the concept data (rtp-learn without one)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.strength) <= 1.0:
