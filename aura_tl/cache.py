@@ -73,7 +73,7 @@ class CachedLearn:
         iv, options = self.intervention, self.intervention.metadata.get("options", {})
         data = iv.metadata.get("data", {})
         return {"method": iv.method, "strength": iv.strength, "hooks": options.get("hooks"),
-                "data": data.get("source") if isinstance(data, dict) else data,
+                "data": data.get("source") if isinstance(data, dict) else data, "gated": iv.gated,
                 "cache_file": str(self.path) if self.path else None, "cache_hit": self.hit,
                 "seconds": round(self.seconds, 2)}
 

@@ -176,8 +176,12 @@ class Intervention:
 
     def summary_rows(self) -> list[dict]:
         """One row per hook, as the method summarises it (what `aura-tl inspect` prints)."""
-        spec = self.spec
-        return [spec.summary_row(hook, named, float(self.strength), self.metadata) for hook, named in self.tensors.items()]
+        spec, accuracy = self.spec, self.metadata.get("gate", {}).get("accuracy", {})
+        rows = [spec.summary_row(hook, named, float(self.strength), self.metadata) for hook, named in self.tensors.items()]
+        if self.gated:
+            for row, hook in zip(rows, self.tensors):
+                row["gate_acc"] = float(accuracy.get(hook, float("nan")))
+        return rows
 
 
 def hook_widths(model, names: list[str]) -> dict[str, int]:
@@ -225,6 +229,11 @@ class InterventionStack:
     @property
     def method(self) -> str:
         return "+".join(part.method for part in self.parts)
+
+    @property
+    def gated(self) -> bool:
+        """Whether any part's edits are gated (`aura_tl.gating`)."""
+        return any(part.gated for part in self.parts)
 
     @property
     def strengths(self) -> list[float]:

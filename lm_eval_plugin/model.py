@@ -83,7 +83,7 @@ def plan_intervention(path: str | None, method: str, options: dict, use_cache: b
         def from_file(model):
             loaded.check_compatible(model)
             shown = loaded.strengths if isinstance(loaded, InterventionStack) else loaded.strength
-            return loaded, {"method": loaded.method, "strength": shown, "file": str(path)}
+            return loaded, {"method": loaded.method, "strength": shown, "file": str(path), "gated": loaded.gated}
         return from_file
     method = method or DEFAULT_METHOD  # the recommended intervention unless told otherwise
     if method == NO_METHOD:
@@ -107,6 +107,8 @@ def describe_intervention(info: dict) -> str:
     strengths = info["strength"] if isinstance(info["strength"], list) else [info["strength"]]
     parts = [info["method"], "lambda " + "+".join(f"{s:g}" for s in strengths)]
     parts += [f"{k} {info[k]}" for k in ("data", "hooks", "file") if info.get(k)]
+    if info.get("gated"):
+        parts.append("gated (conditional steering)")
     if info.get("cache_file"):
         how = "read from the cache" if info["cache_hit"] else "learned and cached"
         parts.append(f"{how} at {info['cache_file']} ({info['seconds']:.1f} s)")

@@ -138,3 +138,15 @@ def test_gate_option_on_a_scaling_method(tiny):
     regated = learn_gates(tiny, ungated, concept(), progress=False)
     for hook in iv.hook_names:
         assert torch.allclose(iv.tensors[hook]["gate_w"], regated.tensors[hook]["gate_w"])
+
+
+def test_a_gated_file_through_aura_hooked_says_so(tiny, learned, tmp_path):
+    from lm_eval_plugin.model import describe_intervention, plan_intervention
+
+    path = learned.save(tmp_path / "gated.safetensors")
+    loaded, info = plan_intervention(str(path), None, {})(tiny)
+    assert loaded.gated and describe_intervention(info).endswith("gated (conditional steering)")
+    plain = Intervention(learned.method, {h: {k: v for k, v in n.items() if not k.startswith("gate")}
+                                          for h, n in learned.tensors.items()}, learned.shape)
+    _, info = plan_intervention(str(plain.save(tmp_path / "plain.safetensors")), None, {})(tiny)
+    assert "gated" not in describe_intervention(info)
