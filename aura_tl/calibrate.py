@@ -1,6 +1,7 @@
 """Calibration: the strongest strength lambda whose perplexity increase on a calibration text stays within a
-budget the user chooses (`--max-ppl-increase 5` = at most +5 %). A bisection on lambda, assuming perplexity
-grows with lambda; every measured point is kept and a non-monotone one is reported.
+budget the user chooses (`--max-ppl-increase 5` = at most +5 % word perplexity). A bisection on lambda in [0, the
+learned lambda], assuming perplexity grows with lambda; every measured point is kept and a non-monotone one is
+reported.
 
 Calibration text: a file the user gives, else WikiText-2 test documents 20-39 from the local data
 (`$AURA_TL_WIKITEXT` or the shared data folder), which the report's perplexity (documents 0-9) never reads.
@@ -50,14 +51,20 @@ def calibration_text(path: str | Path | None = None) -> tuple[str, str]:
     return "".join(docs), f"{wiki} documents {WIKITEXT_DOCS.start}-{WIKITEXT_DOCS.stop - 1}"
 
 
-def perplexity(model, text: str, window: int = 512, max_tokens: int = 8192, batch_size: int = 8) -> float:
-    """Token perplexity of `text` in disjoint windows of `window` tokens (the first `max_tokens` tokens)."""
-    ids = hf_tokenizer(model)(text, add_special_tokens=False)["input_ids"][:max_tokens]
+def perplexity(model, text: str, window: int = 512, max_tokens: int = 8192, batch_size: int = 8,
+               unit: str = "token") -> float:
+    """Perplexity of `text` in disjoint windows of `window` tokens (the first `max_tokens` tokens), per token or
+    per `word` (the scored tokens' whitespace-separated words: lm-eval's `word_perplexity` unit, which the report
+    and the retention budget use; per word a change is about tokens/word times larger than per token)."""
+    if unit not in ("token", "word"):
+        raise ValueError(f"unit must be 'token' or 'word', got {unit!r}")
+    tokenizer = hf_tokenizer(model)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
     window = min(window, model.cfg.n_ctx)
     rows = [ids[i:i + window] for i in range(0, len(ids), window) if len(ids[i:i + window]) > 1]
     if not rows:
         raise ValueError("the calibration text is shorter than two tokens")
-    total, count = 0.0, 0
+    total, count, words = 0.0, 0, 0
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
@@ -66,20 +73,27 @@ def perplexity(model, text: str, window: int = 512, max_tokens: int = 8192, batc
             losses = model(tokens, return_type="loss", loss_per_token=True)
             total += float(losses.double().sum())
             count += losses.numel()
-    return math.exp(total / count)
+            if unit == "word":  # the words whose tokens were predicted (the first token of a row is not)
+                words += sum(len(tokenizer.decode(r[1:width]).split()) for r in chunk)
+    if unit == "word" and words == 0:
+        raise ValueError("the calibration text has no words")
+    return math.exp(total / (count if unit == "token" else words))
 
 
-def bisect_strength(measure: Callable[[float], float], max_increase_pct: float, steps: int = 6) -> tuple[float, dict]:
-    """The largest lambda in [0, 1] (to 2^-steps) with measure(lambda) <= measure(0) * (1 + max_increase_pct / 100),
-    by bisection (perplexity is assumed to grow with lambda; every measured point is returned and checked)."""
+def bisect_strength(measure: Callable[[float], float], max_increase_pct: float, steps: int = 6,
+                    upper: float = 1.0) -> tuple[float, dict]:
+    """The largest lambda in [0, upper] (to upper 2^-steps) with measure(lambda) <= measure(0) (1 + max_increase_pct
+    / 100), by bisection (perplexity is assumed to grow with lambda; every measured point is returned and checked)."""
     if max_increase_pct < 0:
         raise ValueError(f"max_ppl_increase must be >= 0 (a percentage), got {max_increase_pct}")
+    if upper <= 0:
+        raise ValueError(f"calibration needs a strength above 0 to search below, got {upper}")
     measured = {0.0: measure(0.0)}
     budget = measured[0.0] * (1 + max_increase_pct / 100)
-    low, high = 0.0, 1.0
-    measured[1.0] = measure(1.0)
-    if measured[1.0] <= budget:
-        low = 1.0
+    low, high = 0.0, float(upper)
+    measured[high] = measure(high)
+    if measured[high] <= budget:
+        low = high
     else:
         for _ in range(steps):
             middle = (low + high) / 2
@@ -95,20 +109,22 @@ def bisect_strength(measure: Callable[[float], float], max_increase_pct: float, 
 
 
 def calibrate_strength(model, intervention, max_increase_pct: float, text: str, *, steps: int = 6,
-                       progress: bool = True) -> tuple[float, dict]:
-    """`bisect_strength` on the perplexity of `text` with `intervention` applied at each strength."""
+                       unit: str = "word", progress: bool = True) -> tuple[float, dict]:
+    """`bisect_strength` on [0, the intervention's strength], on the perplexity of `text` per `unit` with the
+    intervention applied at each strength (per word by default: the unit the report's budget is stated in)."""
     bar = tqdm(total=steps + 2, desc="calibrating strength", disable=not progress)
 
     def ppl_at(strength: float) -> float:
         if strength == 0:
-            value = perplexity(model, text)
+            value = perplexity(model, text, unit=unit)
         else:
             with intervention.with_strength(strength).applied(model):
-                value = perplexity(model, text)
+                value = perplexity(model, text, unit=unit)
         bar.update(1)
         return value
 
     try:
-        return bisect_strength(ppl_at, max_increase_pct, steps)
+        strength, record = bisect_strength(ppl_at, max_increase_pct, steps, upper=float(intervention.strength))
+        return strength, {**record, "unit": unit}
     finally:
         bar.close()

@@ -42,8 +42,7 @@ class Intervention:
     strength: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise ValueError(f"strength (lambda) must be in [0, 1], got {self.strength}")
+        self.spec.check_strength(self.strength)
         if not self.tensors:
             raise ValueError("an intervention needs at least one hook")
         self.spec.validate(self)

@@ -67,7 +67,6 @@ def calibrated(model, intervention: Intervention, options, *, progress: bool = T
 
     text, source = calibration_text(options.calibration_text)
     strength, record = calibrate_strength(model, intervention, options.max_ppl_increase, text, progress=progress)
-    strength = min(strength, intervention.strength)
     record.update(text=source, chosen_strength=strength)
     log.warning("calibrated %s: strength %.4g keeps perplexity within +%g %% (%.3f -> %.3f on %s)",
                 intervention.method, strength, options.max_ppl_increase, record["base_ppl"], record["chosen_ppl"],

@@ -65,9 +65,7 @@ def plan_intervention(path: str | None, method: str, options: dict, use_cache: b
         if extra or method not in (None, "", NO_METHOD):
             raise ValueError(f"intervention={path} is a learned file: {extra or ['method']} cannot change it "
                              "(only strength can); drop them, or learn with method=... instead")
-        strength = parse_value(float, options.get("strength"), "strength")
-        if strength is not None and not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength (lambda) must be in [0, 1], got {strength}")
+        strength = parse_value(float, options.get("strength"), "strength")  # its range is the method's (checked below)
 
         # a missing or unreadable file fails now, before the model loads
         paths = str(path).split("+")

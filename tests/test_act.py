@@ -77,6 +77,19 @@ def test_strength_zero_equals_unsteered(tiny, causal):
         assert not torch.allclose(tiny(TOKENS), steered)
 
 
+def test_strength_above_one_extrapolates_the_edit_at_every_hook(tiny, causal):
+    """lambda 2 edits twice as far as lambda 1 from the same input: a + 2 (omega a + beta - a) inside the support."""
+    for named in causal.tensors.values():
+        a = named["lo"] + torch.rand(1, 3, named["omega"].numel()) * (named["hi"] - named["lo"])  # inside
+        twice = causal.spec.hook_fn(named, 2.0, causal.metadata)(a, hook=None)
+        once = causal.spec.hook_fn(named, 1.0, causal.metadata)(a, hook=None)
+        torch.testing.assert_close(twice - a, 2 * (once - a))
+    with causal.with_strength(2.0).applied(tiny):
+        assert torch.isfinite(tiny(TOKENS)).all()
+    with pytest.raises(ValueError, match=r"of linact must be in \[0, 4\]"):
+        causal.with_strength(4.5)
+
+
 def test_causal_agrees_on_first_layer_and_follows_the_earlier_maps(tiny, causal, plain):
     first, second = "blocks.0.hook_attn_out", "blocks.1.hook_attn_out"
     for key in ("omega", "beta", "lo", "hi"):

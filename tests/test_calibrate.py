@@ -22,6 +22,35 @@ def test_perplexity_matches_the_mean_token_loss(tiny):
     assert perplexity(tiny, TEXT, window=64, max_tokens=64) == pytest.approx(math.exp(float(loss)), rel=1e-5)
 
 
+def test_word_perplexity_divides_the_same_loss_by_the_predicted_words(tiny):
+    import math
+
+    import torch
+
+    from aura_tl.models import hf_tokenizer
+
+    tokenizer = hf_tokenizer(tiny)
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"][:64]
+    total = float(tiny(torch.tensor([ids]), return_type="loss")) * (len(ids) - 1)
+    words = len(tokenizer.decode(ids[1:]).split())  # by hand: the words of every token after the first
+    assert 0 < words < len(ids) - 1
+    assert perplexity(tiny, TEXT, window=64, max_tokens=64, unit="word") == pytest.approx(math.exp(total / words),
+                                                                                         rel=1e-5)
+    with pytest.raises(ValueError, match="unit"):
+        perplexity(tiny, TEXT, unit="byte")
+
+
+def test_bisection_searches_below_a_strength_above_one():
+    def ppl(strength):  # by hand: 10 (1 + 0.01 x^2) = 11 at x = sqrt(10) = 3.162...
+        return 10 * (1 + 0.01 * strength ** 2)
+
+    strength, record = bisect_strength(ppl, 10.0, steps=8, upper=4.0)
+    assert strength <= 10 ** 0.5 < strength + 4 / 2 ** 8 + 1e-12 and record["points"][-1][0] == 4.0
+    assert bisect_strength(ppl, 10.0, upper=3.0)[0] == 3.0  # the learned strength already fits
+    with pytest.raises(ValueError, match="above 0"):
+        bisect_strength(ppl, 10.0, upper=0.0)
+
+
 def test_bisection_respects_the_budget_to_its_resolution():
     calls = []
 
@@ -54,8 +83,9 @@ def test_learn_with_a_budget_on_the_real_model(smol, tmp_path):
     record = iv.metadata["calibration"]
     assert iv.strength == record["chosen_strength"] and record["text"] == str(text)
     assert record["chosen_ppl"] <= record["budget_ppl"] == pytest.approx(record["base_ppl"] * 1.01, rel=1e-4)
+    assert record["unit"] == "word"
     with iv.applied(smol):
-        assert perplexity(smol, TEXT) == pytest.approx(record["chosen_ppl"], rel=1e-3)
+        assert perplexity(smol, TEXT, unit="word") == pytest.approx(record["chosen_ppl"], rel=1e-3)
     from aura_tl.intervention import Intervention
 
     assert Intervention.load(iv.save(tmp_path / "c.safetensors")).metadata["calibration"] == record

@@ -40,7 +40,9 @@ def test_num_experts_out_of_range(k):
 
 
 def test_bad_strength_and_damp_alpha():
-    with pytest.raises(ValueError, match="strength"):
+    with pytest.raises(ValueError, match=r"strength \(lambda\) of aura must be in \[0, 1\]"):
         Intervention("aura", {"x": {"alpha": torch.ones(2)}}, SHAPE, strength=1.5)
+    with pytest.raises(ValueError, match=r"of aura must be in \[0, 1\]"):
+        get_method("aura").options(strength=1.5)
     with pytest.raises(ValueError, match="damp_alpha"):
         get_method("damp").options(num_experts=1, damp_alpha=2.0)

@@ -42,8 +42,11 @@ def test_options_parse_strings_and_refuse_unknown_names():
         get_method("aura").options(strenght="0.5")
     with pytest.raises(ValueError, match="not an option of method 'aura'"):
         get_method("aura").options(num_experts=5)
-    with pytest.raises(ValueError, match="strength"):
-        get_method("linact").options(strength="2")
+    assert get_method("linact").options(strength="2").strength == 2.0  # transport maps extrapolate
+    with pytest.raises(ValueError, match=r"strength \(lambda\) of linact must be in \[0, 4\]"):
+        get_method("linact").options(strength="5")
+    with pytest.raises(ValueError, match=r"strength \(lambda\) of destein must be in \[0, 1\]"):
+        get_method("destein").options(strength="2")
     with pytest.raises(ValueError, match="max_per_class"):
         get_method("aura").options(max_per_class=-5)
     with pytest.raises(ValueError, match="not a valid int"):

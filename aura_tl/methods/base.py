@@ -23,7 +23,8 @@ DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a b
 class CommonOptions:
     """Options every method has."""
 
-    strength: float = option(1.0, "lambda in [0, 1]: how far the intervention moves activations (0 = off, 1 = full)")
+    strength: float = option(1.0, "lambda: how far the intervention moves activations (0 = off, 1 = full; up to the "
+                             "method's max_strength, 1 for most, above 1 extrapolates the edit)")
     seed: int = option(0, "seed for data sampling and any sampling while learning")
     learn_batch_size: int = option(32, "sentences per forward pass while learning", aliases=("--batch-size",))
     max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
@@ -33,8 +34,8 @@ class CommonOptions:
                         "gate at that hook (aura_tl.gating), fitted on the concept data (rtp-learn without one)")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise ValueError(f"strength (lambda) must be in [0, 1], got {self.strength}")
+        if float(self.strength) < 0.0:
+            raise ValueError(f"strength (lambda) must be >= 0, got {self.strength}")
         if self.learn_batch_size < 1:
             raise ValueError(f"learn_batch_size must be at least 1, got {self.learn_batch_size}")
 
@@ -66,10 +67,22 @@ class Method:
     Options: ClassVar[type] = ConceptOptions
     applies: ClassVar[tuple[str, ...]] = ()  # the tensors per hook that the hook function reads
     needs_data: ClassVar[bool] = True  # learned from concept sentences (`data`), or from something else
+    # the largest lambda: 1 where lambda interpolates to a natural end (AurA's alpha, DeStein's fused vector); more
+    # where the edit a + lambda (f(a) - a) can be extrapolated (transport maps), e.g. gated ones that edit little text
+    max_strength: ClassVar[float] = 1.0
 
     def options(self, **values):
-        """This method's options from keyword values or strings; unknown names are an error."""
-        return coerce_options(self.Options, self.name, values)
+        """This method's options from keyword values or strings; unknown names and out-of-range values are errors."""
+        options = coerce_options(self.Options, self.name, values)
+        self.check_strength(options.strength)
+        return options
+
+    @classmethod
+    def check_strength(cls, strength: float) -> float:
+        """`strength` if it is within [0, max_strength], else a ValueError naming the method's range."""
+        if not 0.0 <= float(strength) <= cls.max_strength:
+            raise ValueError(f"strength (lambda) of {cls.name} must be in [0, {cls.max_strength:g}], got {strength}")
+        return float(strength)
 
     def learn(self, model, data, options, *, progress: bool = True):
         """Learn an `Intervention` on `model` from `data` (None when `needs_data` is False)."""

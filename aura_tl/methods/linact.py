@@ -83,6 +83,9 @@ class LinearAcT(Method):
     summary = "Linear-AcT: per-dimension affine transport of toxic onto non-toxic activations (causal estimation)"
     Options = ActOptions
     applies = ("omega", "beta", "lo", "hi")
+    # lambda > 1 moves past the target mean (over-transport); with gate=true, where neutral text is edited little,
+    # lambda 2 screened at 2.75x toxicity for +3.2 % perplexity (docs/results/front-screen-gate-x.md)
+    max_strength = 4.0
 
     def fit(self, source: Tensor, target: Tensor) -> dict[str, Tensor]:
         return fit_linear_transport(source, target)
