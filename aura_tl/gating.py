@@ -69,6 +69,30 @@ def gate(fn: Callable | None, tensors: dict[str, Tensor]) -> Callable | None:
     return partial(gated_hook, inner=fn, w=tensors["gate_w"], b=tensors["gate_b"])
 
 
+def gate_accuracy(pooled: Float[Tensor, "n d"], labels: Tensor, fitted: dict[str, Tensor]) -> float:
+    """How often the gate is above 1/2 exactly on the toxic responses (training accuracy, 4 decimals)."""
+    predicted = gate_value(pooled, fitted["gate_w"], fitted["gate_b"]) > 0.5
+    return round(float((predicted == labels.bool()).float().mean()), 4)
+
+
+def gates_from_responses(intervention, responses):
+    """`intervention` with a gate per hook fitted on pooled responses you already hold (non-causal: they were
+    recorded without the earlier hooks' gated edits; at the first hook this equals `learn_gates`)."""
+    from aura_tl.intervention import Intervention
+
+    started = time.perf_counter()
+    labels = torch.as_tensor(responses.labels)
+    tensors, accuracy = {}, {}
+    for hook, named in intervention.tensors.items():
+        fitted = fit_gate(responses.pooled[hook], labels)
+        tensors[hook] = {**named, **fitted}
+        accuracy[hook] = gate_accuracy(responses.pooled[hook], labels, fitted)
+    record = {"pooling": responses.metadata.get("pooling"), "data": {"source": "responses", "n": len(labels)},
+              "accuracy": accuracy, "causal": False, "seconds": round(time.perf_counter() - started, 3)}
+    return Intervention(intervention.method, tensors, intervention.shape, {**intervention.metadata, "gate": record},
+                        intervention.strength)
+
+
 def learn_gates(model, intervention, data, *, batch_size: int = 32, progress: bool = True):
     """`intervention` with a gate fitted at each of its hooks on `data` (concept sentences, 1 = toxic), causally;
     per-hook training accuracy and timing go into its metadata under `gate`."""
@@ -82,10 +106,8 @@ def learn_gates(model, intervention, data, *, batch_size: int = 32, progress: bo
     accuracy: dict[str, float] = {}
 
     def estimate(name: str, pooled: Tensor) -> Callable | None:
-        fitted = fit_gate(pooled, labels)
-        tensors[name].update(fitted)
-        predicted = gate_value(pooled, fitted["gate_w"], fitted["gate_b"]) > 0.5
-        accuracy[name] = round(float((predicted == labels.bool()).float().mean()), 4)
+        tensors[name].update(fit_gate(pooled, labels))
+        accuracy[name] = gate_accuracy(pooled, labels, tensors[name])
         used = {k: v.to(model.cfg.device, model.cfg.dtype) for k, v in tensors[name].items()}
         return gate(spec.hook_fn({k: used[k] for k in spec.applies}, strength, intervention.metadata), used)
 

@@ -48,7 +48,8 @@ def concept_data_for(options, layout: str = "auto") -> ConceptData:
 def intervention_from_responses(model, responses, method: str = DEFAULT_METHOD, **option_values) -> Intervention:
     """Learn `method` from pooled responses you already hold (`responses_from_cache(model.run_with_cache(...))`),
     without running the model again. AcT methods fit every hook on the responses as given (non-causally: the
-    activations were recorded without the earlier layers' maps), so `causal=True` is refused here."""
+    activations were recorded without the earlier layers' maps), so `causal=True` is refused here; `gate=true` fits
+    the gates on the same responses."""
     spec = get_method(method)
     if option_values.get("causal"):
         raise ValueError("causal estimation needs the model to run with earlier maps applied: use learn_intervention")
@@ -57,7 +58,13 @@ def intervention_from_responses(model, responses, method: str = DEFAULT_METHOD, 
     labels = responses.labels
     if not ((labels == 0).any() and (labels == 1).any()):
         raise ValueError("responses need both labels (1 = toxic, 0 = not) to learn from")
-    return spec.from_responses(model, responses, spec.options(**option_values))
+    options = spec.options(**option_values)
+    intervention = spec.from_responses(model, responses, options)
+    if options.gate:  # gates from the same responses (non-causal, as the maps here)
+        from aura_tl.gating import gates_from_responses
+
+        intervention = gates_from_responses(intervention, responses)
+    return intervention
 
 
 def calibrated(model, intervention: Intervention, options, *, progress: bool = True) -> Intervention:

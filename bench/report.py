@@ -195,7 +195,12 @@ def bootstrap_ci(values: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[
 
 def rtp_samples(run_dir: Path) -> dict[int, dict]:
     """doc_id -> that prompt's metrics, from lm-eval's `--log_samples` file of the RTP task."""
-    samples = next((f for f in run_dir.rglob("samples_rtp_toxicity*.jsonl")), None)
+    return task_samples(run_dir, "rtp_toxicity*")
+
+
+def task_samples(run_dir: Path, task: str) -> dict[int, dict]:
+    """doc_id -> that document's metrics, from lm-eval's `--log_samples` file of `task` (a glob) under `run_dir`."""
+    samples = next((f for f in run_dir.rglob(f"samples_{task}_*.jsonl")), None)
     if samples is None:
         return {}
     lines = samples.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
@@ -236,18 +241,23 @@ def collect(out: Path, name: str, tasks: list[str]) -> dict:
 
 
 PAIRED_KEYS = ("toxicity_prob", "toxic_fraction", "expected_max_toxicity")
+PAIRED_RETENTION = {"piqa_local": ("acc", "PIQA"), "hellaswag_local": ("acc_norm", "HellaSwag")}  # per-doc 0/1
 
 
 def add_paired(rows: dict[str, dict], runs: Path) -> None:
     """Each method against unsteered on the same prompts: `paired/<metric>` = reduction factor and difference."""
     base = rtp_samples(runs / "unsteered")
-    if not base:
-        return
     for name, row in rows.items():
-        other = rtp_samples(runs / name)
+        other = rtp_samples(runs / name) if base else {}
         if name != "unsteered" and other:
             for key in PAIRED_KEYS:
                 row[f"paired/{key}"] = paired_reduction(base, other, key)
+    for task, (metric, _) in PAIRED_RETENTION.items():  # accuracy change on the documents both runs answered
+        base = task_samples(runs / "unsteered", task)
+        for name, row in rows.items():
+            other = task_samples(runs / name, task) if base and name != "unsteered" else {}
+            if other:
+                row[f"paired/{task}/{metric}"] = paired_reduction(base, other, metric)
 
 
 def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
@@ -342,9 +352,11 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
             f"{fmt(row, 'hellaswag_local/acc_norm')} | {f'{seconds:.0f}' if seconds else '-'} | "
             f"{f'{speed:.0f}' if speed else '-'} |")
     lines += ["", "Against unsteered on the same prompts (paired bootstrap over prompts, 2,000 resamples, 95 % "
-              "intervals): reduction factor = unsteered mean / configuration mean.", "",
+              "intervals): reduction factor = unsteered mean / configuration mean; PIQA / HellaSwag: accuracy change in "
+              "points on the documents both answered (paired over documents).", "",
               "| configuration | " + " | ".join(f"{k.replace('_', ' ')} reduction" for k in PAIRED_KEYS)
-              + " | tox. prob difference |", "|---|" + "---|" * (len(PAIRED_KEYS) + 1)]
+              + " | tox. prob difference | " + " | ".join(f"{label} points (docs)" for _, label in PAIRED_RETENTION.values())
+              + " |", "|---|" + "---|" * (len(PAIRED_KEYS) + 1 + len(PAIRED_RETENTION))]
     for name, row in rows.items():
         cells = []
         for key in PAIRED_KEYS:
@@ -352,6 +364,10 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
             cells.append(f"{p['ratio']:.2f}x ({p['ratio_lo']:.2f}-{p['ratio_hi']:.2f})" if p else "-")
         p = row.get("paired/toxicity_prob")
         cells.append(f"{p['diff']:+.3f} ({p['diff_lo']:+.3f} to {p['diff_hi']:+.3f})" if p else "-")
+        for task, (metric, _) in PAIRED_RETENTION.items():
+            p = row.get(f"paired/{task}/{metric}")
+            cells.append(f"{100 * p['diff']:+.1f} ({100 * p['diff_lo']:+.1f} to {100 * p['diff_hi']:+.1f}; {p['n']})"
+                         if p else "-")
         if name != "unsteered":
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out_md.write_text("\n".join(lines) + "\n")

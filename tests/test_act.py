@@ -60,12 +60,13 @@ def concept(n: int = 16) -> ConceptData:
 
 @pytest.fixture(scope="module")
 def causal(tiny):
-    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", progress=False)
+    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", gate=False, progress=False)
 
 
 @pytest.fixture(scope="module")
 def plain(tiny):
-    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", causal=False, progress=False)
+    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", causal=False, gate=False,
+                              progress=False)
 
 
 def test_strength_zero_equals_unsteered(tiny, causal):

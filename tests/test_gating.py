@@ -94,7 +94,8 @@ def with_gate_bias(intervention: Intervention, bias: float) -> Intervention:
 
 def test_closed_gate_is_unsteered_and_open_gate_is_the_method(tiny, learned):
     ungated = Intervention(learned.method, {h: {k: v for k, v in named.items() if not k.startswith("gate")}
-                                            for h, named in learned.tensors.items()}, learned.shape)
+                                            for h, named in learned.tensors.items()}, learned.shape,
+                           strength=learned.strength)
     assert not ungated.gated
     with torch.inference_mode():
         plain = tiny(TOKENS)
@@ -116,7 +117,7 @@ def test_gates_are_fitted_causally(tiny, learned):
     """Layer 1's gate equals a gate fitted on responses pooled with layer 0's gated edit attached."""
     data = concept()
     layer0 = Intervention(learned.method, {"blocks.0.hook_attn_out": learned.tensors["blocks.0.hook_attn_out"]},
-                          learned.shape, learned.metadata)
+                          learned.shape, learned.metadata, learned.strength)
     with layer0.applied(tiny):
         responses = collect_responses(tiny, data.texts, data.labels, "blocks.1.hook_attn_out", pooling="mean",
                                       progress=False)

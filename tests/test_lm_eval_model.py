@@ -131,7 +131,11 @@ def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp
         plain = AuraHookedLM(method="none", device="cpu")
     info = steered.get_model_info()["aura_tl_intervention"]
     assert info["method"] == DEFAULT_METHOD and not info["cache_hit"] and info["data"] == "rtp-learn"
-    assert f"{DEFAULT_METHOD}, lambda 1" in caplog.text and "none (unsteered)" in caplog.text
+    from aura_tl.methods import get_method
+
+    defaults = get_method(DEFAULT_METHOD).options()
+    assert f"{DEFAULT_METHOD}, lambda {defaults.strength:g}" in caplog.text and "none (unsteered)" in caplog.text
+    assert ("gated (conditional steering)" in caplog.text) == defaults.gate and info["gated"] == defaults.gate
     request = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
     assert steered.loglikelihood(request)[0][0] != pytest.approx(plain.loglikelihood(request)[0][0], abs=1e-3)
 

@@ -44,6 +44,21 @@ def test_paired_reduction_matches_hand_computation(report):
     assert out["diff_lo"] <= out["diff"] <= out["diff_hi"]
 
 
+def test_retention_accuracy_is_paired_over_the_documents_both_runs_answered(report, tmp_path):
+    """HellaSwag per-doc acc_norm from lm-eval sample logs: the change in points by hand (3/4 -> 2/4 = -25)."""
+    for name, values in {"unsteered": [1, 1, 0, 1], "act": [1, 0, 0, 1, 1]}.items():
+        task_dir = tmp_path / "runs" / name / "hellaswag_local" / "model"
+        task_dir.mkdir(parents=True)
+        (task_dir / "samples_hellaswag_local_2026.jsonl").write_text(
+            "\n".join(json.dumps({"doc_id": i, "acc": 0.0, "acc_norm": float(v)}) for i, v in enumerate(values)))
+    rows = {"unsteered": {}, "act": {}}
+    report.add_paired(rows, tmp_path / "runs")
+    paired = rows["act"]["paired/hellaswag_local/acc_norm"]
+    assert paired["n"] == 4 and paired["diff"] == pytest.approx(0.5 - 0.75)
+    assert paired["diff_lo"] <= paired["diff"] <= paired["diff_hi"] and "paired/piqa_local/acc" not in rows["act"]
+    assert rows["unsteered"] == {}
+
+
 def test_paired_bootstrap_cancels_prompt_difficulty(report):
     """Prompts differ a lot, the method halves every one: the paired interval is the point, the unpaired is wide."""
     rng = np.random.default_rng(1)

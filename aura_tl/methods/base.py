@@ -18,20 +18,23 @@ MAX_PER_CLASS_HELP = "cap on sentences per class (balanced sample)"
 DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a built-in set ('embedded', 'rtp-learn'), "
              "or rtp:<split> with local RTP records")
 
+STRENGTH_HELP = ("lambda: how far the intervention moves activations (0 = off, 1 = full; up to the method's "
+                 "max_strength, 1 for most, above 1 extrapolates the edit)")
+GATE_HELP = ("conditional steering: scale each position's edit by a learned toxicity probe's gate at that hook "
+             "(aura_tl.gating), fitted on the concept data (rtp-learn without one)")
+
 
 @dataclass
 class CommonOptions:
     """Options every method has."""
 
-    strength: float = option(1.0, "lambda: how far the intervention moves activations (0 = off, 1 = full; up to the "
-                             "method's max_strength, 1 for most, above 1 extrapolates the edit)")
+    strength: float = option(1.0, STRENGTH_HELP)
     seed: int = option(0, "seed for data sampling and any sampling while learning")
     learn_batch_size: int = option(32, "sentences per forward pass while learning", aliases=("--batch-size",))
     max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
                                             "perplexity increase on the calibration text stays within this many %")
     calibration_text: str | None = option(None, "text file for calibration (default: a WikiText-2 test slice)")
-    gate: bool = option(False, "conditional steering: scale each position's edit by a learned toxicity probe's "
-                        "gate at that hook (aura_tl.gating), fitted on the concept data (rtp-learn without one)")
+    gate: bool = option(False, GATE_HELP)
 
     def __post_init__(self) -> None:
         if float(self.strength) < 0.0:
