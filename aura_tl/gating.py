@@ -93,15 +93,16 @@ def gates_from_responses(intervention, responses):
                         intervention.strength)
 
 
-def learn_gates(model, intervention, data, *, batch_size: int = 32, progress: bool = True):
-    """`intervention` with a gate fitted at each of its hooks on `data` (concept sentences, 1 = toxic), causally;
-    per-hook training accuracy and timing go into its metadata under `gate`."""
+def learn_gates(model, intervention, data, *, at_strength: float = 1.0, batch_size: int = 32, progress: bool = True):
+    """`intervention` with a gate fitted at each of its hooks on `data` (concept sentences, 1 = toxic), causally:
+    with the earlier hooks' gated edits applied at `at_strength` (1: the method's own edit, so the gates do not
+    depend on the lambda a user turns later); per-hook training accuracy and timing go into metadata `gate`."""
     from aura_tl.intervention import Intervention
     from aura_tl.responses import collect_responses_causal
 
     started = time.perf_counter()
     labels = torch.tensor(data.labels)
-    spec, strength = intervention.spec, float(intervention.strength)
+    spec, strength = intervention.spec, intervention.spec.check_strength(at_strength)
     tensors = {hook: dict(named) for hook, named in intervention.tensors.items()}
     accuracy: dict[str, float] = {}
 

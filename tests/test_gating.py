@@ -117,7 +117,8 @@ def test_gates_are_fitted_causally(tiny, learned):
     """Layer 1's gate equals a gate fitted on responses pooled with layer 0's gated edit attached."""
     data = concept()
     layer0 = Intervention(learned.method, {"blocks.0.hook_attn_out": learned.tensors["blocks.0.hook_attn_out"]},
-                          learned.shape, learned.metadata, learned.strength)
+                          learned.shape, learned.metadata, strength=1.0)  # gates are fitted at lambda 1
+    assert learned.strength == 2.0 and learned.metadata["gate"]["fitted_at_strength"] == 1.0
     with layer0.applied(tiny):
         responses = collect_responses(tiny, data.texts, data.labels, "blocks.1.hook_attn_out", pooling="mean",
                                       progress=False)
