@@ -130,3 +130,27 @@ def test_stacked_configuration_bakes_each_members_strength(report, tmp_path, tin
     assert Intervention.load(tmp_path / "b@0.25.safetensors").strength == 0.25
     with pytest.raises(SystemExit, match="not a --learn NAME"):
         report.configurations(SimpleNamespace(strengths=[1.0], preprompted=[], preprompt="x", stack=["s=a,zz"]), learned)
+
+
+def test_continuation_nll_is_the_mean_loss_of_the_continuation_tokens_alone_or_padded(tiny):
+    """bench/continuation_fluency.py: by hand, -mean log p of the continuation's tokens given the prompt; a batch
+    with a longer neighbour (right padding) gives the same number."""
+    import sys
+
+    import torch
+
+    from aura_tl.models import hf_tokenizer
+
+    sys.path.insert(0, str(ROOT))
+    from bench.continuation_fluency import continuation_nll
+
+    prompt, continuation = "The people next door are", " very kind and quiet"
+    tokenizer = hf_tokenizer(tiny)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ids = tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logprobs = tiny(torch.tensor([ids])).log_softmax(-1)[0]
+    by_hand = -np.mean([float(logprobs[t - 1, ids[t]]) for t in range(n_prompt, len(ids))])
+    alone = continuation_nll(tiny, [(prompt, continuation)])
+    padded = continuation_nll(tiny, [(prompt, continuation), ("A much longer prompt than the other one,", " and more")])
+    assert alone[0] == pytest.approx(by_hand, rel=1e-4) and padded[0] == pytest.approx(by_hand, rel=1e-4)
