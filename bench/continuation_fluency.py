@@ -37,8 +37,9 @@ def continuation_nll(model, pairs: list[tuple[str, str]], batch_size: int = 32) 
         for i, f in enumerate(fulls):
             tokens[i, :len(f)], mask[i, :len(f)] = torch.tensor(f), 1
         with torch.inference_mode():
-            logprobs = model(tokens, attention_mask=mask).log_softmax(-1)[:, :-1]
-        picked = logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
+            logits = model(tokens, attention_mask=mask)[:, :-1]
+            # log p(next token) without a second vocabulary-sized tensor: its logit minus the log normaliser
+            picked = logits.gather(-1, tokens[:, 1:, None])[..., 0] - logits.logsumexp(-1)
         for i, (p, f) in enumerate(zip(prompts, fulls)):
             first = max(len(p), 1)  # the continuation's tokens (the joint tokenisation keeps the prompt's prefix)
             span = picked[i, first - 1:len(f) - 1]

@@ -10,7 +10,6 @@ then a few non-toxic prompts (what steering must leave alone), each with the fir
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,11 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def samples(run: Path) -> dict[int, dict]:
-    found = next(run.rglob("samples_rtp_toxicity*.jsonl"), None)
-    if found is None:
+    """doc_id -> record of a run's RTP sample log (bench/report.py reads it); a missing log is an error here."""
+    from bench.report import rtp_samples
+
+    found = rtp_samples(run)
+    if not found:
         raise SystemExit(f"no RTP sample log under {run} (run the report with --log_samples, as it does)")
-    lines = found.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
-    return {r["doc_id"]: r for r in map(json.loads, filter(str.strip, lines))}
+    return found
 
 
 def continuations(record: dict) -> list[str]:

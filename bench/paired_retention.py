@@ -7,18 +7,11 @@ whose RTP task ran elsewhere, e.g. 1,000-document retention checks), as a markdo
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def report_module():
-    """bench/report.py, whose sample readers and paired bootstrap this reuses."""
-    spec = importlib.util.spec_from_file_location("bench_report", HERE / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.report import PAIRED_RETENTION, add_paired, retention_cells  # noqa: E402
 
 
 def main() -> None:
@@ -26,19 +19,13 @@ def main() -> None:
     parser.add_argument("runs", type=Path, help="a report's runs folder (holding unsteered/)")
     parser.add_argument("names", nargs="+", help="configurations to compare with unsteered")
     args = parser.parse_args()
-    report = report_module()
     rows = {"unsteered": {}, **{name: {} for name in args.names}}
-    report.add_paired(rows, args.runs)
+    add_paired(rows, args.runs)
     print("| configuration | " + " | ".join(f"{label} change, points (95 % CI; docs)"
-                                           for _, label in report.PAIRED_RETENTION.values()) + " |")
-    print("|---|" + "---|" * len(report.PAIRED_RETENTION))
+                                           for _, label in PAIRED_RETENTION.values()) + " |")
+    print("|---|" + "---|" * len(PAIRED_RETENTION))
     for name in args.names:
-        cells = []
-        for task, (metric, _) in report.PAIRED_RETENTION.items():
-            p = rows[name].get(f"paired/{task}/{metric}")
-            cells.append(f"{100 * p['diff']:+.1f} ({100 * p['diff_lo']:+.1f} to {100 * p['diff_hi']:+.1f}; {p['n']})"
-                         if p else "-")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(retention_cells(rows[name])) + " |")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,16 @@ PAIRED_KEYS = ("toxicity_prob", "toxic_fraction", "expected_max_toxicity")
 PAIRED_RETENTION = {"piqa_local": ("acc", "PIQA"), "hellaswag_local": ("acc_norm", "HellaSwag")}  # per-doc 0/1
 
 
+def retention_cells(row: dict) -> list[str]:
+    """Per retention task: the paired accuracy change in points with its interval and document count, or '-'."""
+    cells = []
+    for task, (metric, _) in PAIRED_RETENTION.items():
+        p = row.get(f"paired/{task}/{metric}")
+        cells.append(f"{100 * p['diff']:+.1f} ({100 * p['diff_lo']:+.1f} to {100 * p['diff_hi']:+.1f}; {p['n']})"
+                     if p else "-")
+    return cells
+
+
 def add_paired(rows: dict[str, dict], runs: Path) -> None:
     """Each method against unsteered on the same prompts: `paired/<metric>` = reduction factor and difference."""
     base = rtp_samples(runs / "unsteered")
@@ -364,10 +374,7 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
             cells.append(f"{p['ratio']:.2f}x ({p['ratio_lo']:.2f}-{p['ratio_hi']:.2f})" if p else "-")
         p = row.get("paired/toxicity_prob")
         cells.append(f"{p['diff']:+.3f} ({p['diff_lo']:+.3f} to {p['diff_hi']:+.3f})" if p else "-")
-        for task, (metric, _) in PAIRED_RETENTION.items():
-            p = row.get(f"paired/{task}/{metric}")
-            cells.append(f"{100 * p['diff']:+.1f} ({100 * p['diff_lo']:+.1f} to {100 * p['diff_hi']:+.1f}; {p['n']})"
-                         if p else "-")
+        cells += retention_cells(row)
         if name != "unsteered":
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out_md.write_text("\n".join(lines) + "\n")

@@ -36,9 +36,7 @@ class CommonOptions:
     calibration_text: str | None = option(None, "text file for calibration (default: a WikiText-2 test slice)")
     gate: bool = option(False, GATE_HELP)
 
-    def __post_init__(self) -> None:
-        if float(self.strength) < 0.0:
-            raise ValueError(f"strength (lambda) must be >= 0, got {self.strength}")
+    def __post_init__(self) -> None:  # strength's range is the method's: Method.check_strength
         if self.learn_batch_size < 1:
             raise ValueError(f"learn_batch_size must be at least 1, got {self.learn_batch_size}")
 
@@ -83,7 +81,9 @@ class Method:
     @classmethod
     def check_strength(cls, strength: float) -> float:
         """`strength` if it is within [0, max_strength], else a ValueError naming the method's range."""
-        if not 0.0 <= float(strength) <= cls.max_strength:
+        if float(strength) < 0.0:
+            raise ValueError(f"strength (lambda) must be >= 0, got {strength}")
+        if float(strength) > cls.max_strength:
             raise ValueError(f"strength (lambda) of {cls.name} must be in [0, {cls.max_strength:g}], got {strength}")
         return float(strength)
 
