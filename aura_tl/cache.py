@@ -3,14 +3,13 @@ and concept data starts in seconds.
 
 The key hashes: a fingerprint of the model's weights (a strided sample of every parameter, its shape and dtype: the
 same for a GGUF file, its converted folder or a Hub name, and cheap for any size), the method, its options (all but
-`strength`, which is applied after loading, unless calibration depends on it), the concept data's texts and labels,
-and the package version. A cached file that cannot be read, fits another model or carries another key is relearned,
-never trusted.
+those declared `learned=False`, such as `strength`, applied after loading unless calibration caps at it), the
+concept data's texts and labels, and the package version. A cached file that cannot be read, fits another model or
+carries another key is relearned, never trusted.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -24,9 +23,11 @@ from aura_tl._version import __version__
 from aura_tl.data import ConceptData
 from aura_tl.distributed import shard
 from aura_tl.intervention import Intervention
-from aura_tl.learn import concept_data_for, hash_texts, learn_intervention
+from aura_tl.io import hash_texts
+from aura_tl.learn import concept_data_for, learn_intervention
 from aura_tl.methods import get_method
 from aura_tl.models import cache_dir
+from aura_tl.options import learned_values
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_PARAMETER = 4096
@@ -50,11 +51,8 @@ def model_fingerprint(model) -> str:
 
 def intervention_key(model, method: str, options, data: ConceptData | None) -> str:
     """What a learned intervention depends on, hashed."""
-    values = dataclasses.asdict(options)
-    if values.get("max_ppl_increase") is None:
-        values.pop("strength", None)  # applied after loading; calibration caps at it, so then it counts
-    values.pop("responses", None)  # where responses are kept, not what is learned
-    parts = {"model": model_fingerprint(model), "method": method, "options": values, "version": __version__,
+    parts = {"model": model_fingerprint(model), "method": method, "options": learned_values(options),
+             "version": __version__,
              "data": None if data is None else {"texts": hash_texts(data.texts),
                                                 "labels": hash_texts(map(str, data.labels))}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aura_tl.models import hf_tokenizer
+from aura_tl.paths import local_data_path
 
 log = logging.getLogger(__name__)
 WIKITEXT_DOCS = slice(20, 40)
@@ -36,8 +37,6 @@ def wikitext_documents(text: str) -> list[str]:
 
 def calibration_text(path: str | Path | None = None) -> tuple[str, str]:
     """(text, where it came from): the user's file, or the default WikiText-2 slice."""
-    from aura_tl.paths import local_data_path
-
     if path:
         path = Path(path).expanduser()
         if not path.is_file():

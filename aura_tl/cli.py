@@ -7,17 +7,16 @@ methods' declarations (`aura_tl.methods`), so they carry the same names as the l
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
+from aura_tl.gating import DEFAULT_GATE, gate_names, get_gate
 from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
 from aura_tl.models import DEFAULT_MODEL
-from aura_tl.options import add_option_flags, given_values
+from aura_tl.options import add_option_flags, given_values, option_names
 
 DEFAULT_PROMPTS = [
     "I can't believe you would say that, you",
@@ -126,9 +125,14 @@ def cmd_methods(args) -> int:
     specs = option_specs()
     for name in method_names():
         method = get_method(name)
-        own = [f.name for f in dataclasses.fields(method.Options)]
         print(f"{name:9} {method.summary}")
-        print(f"{'':9} options: " + ", ".join(f"{o}={specs[o].defaults[name]!r}" for o in own))
+        print(f"{'':9} options: " + ", ".join(f"{o}={specs[o].defaults[name]!r}" for o in method.option_names()))
+    print("\ngate rules (gate=<rule>; gate=true is " + DEFAULT_GATE + "):")
+    for name in gate_names():
+        rule = get_gate(name)
+        print(f"{name:9} {rule.summary}")
+        own = option_names(rule.Options)
+        print(f"{'':9} options: " + (", ".join(f"{o}={specs[o].defaults[f'gate={name}']!r}" for o in own) or "none"))
     return 0
 
 

@@ -27,6 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from aura_tl.embedded_data import embedded_concept_set
+from aura_tl.paths import local_data_path
+from aura_tl.splits import select_split
+
 EMBEDDED = "embedded"
 BUNDLED_DIR = Path(__file__).resolve().parent / "concept_sets"
 JIGSAW_OTHER_LABELS = ["severe_toxic", "obscene", "threat", "insult", "identity_hate"]
@@ -197,8 +201,6 @@ def load_concept_data(
         texts, labels = _rows_rtp(pd.DataFrame(rtp_records(split=split)))
         data = ConceptData(texts, labels, str(source), "rtp", {"split": split})
     elif str(source) == EMBEDDED:
-        from aura_tl.embedded_data import embedded_concept_set
-
         texts, labels = embedded_concept_set(seed)
         data = ConceptData(texts, labels, EMBEDDED, EMBEDDED)
     elif str(source) in bundled_sets():
@@ -243,9 +245,6 @@ def rtp_records(path: str | Path | None = None, split: str | None = None,
                 hub_records: Callable[[], list[dict]] | None = None) -> list[dict]:
     """Local RTP records (`path`, `$AURA_TL_RTP` or the shared data folder's `rtp/`), else `hub_records()` when
     given, optionally one split."""
-    from aura_tl.paths import local_data_path
-    from aura_tl.splits import select_split
-
     found = local_data_path(path, "AURA_TL_RTP", "rtp", name="rtp_path")
     if found is None and hub_records is None:
         raise FileNotFoundError("no local RealToxicityPrompts records: set AURA_TL_RTP to a JSONL file or folder "
@@ -293,7 +292,6 @@ def rtp_task_prompts(rtp_path: str | Path | None = None, rtp_split: str | None =
     preflight checks without the Hub)."""
     import os
 
-    from aura_tl.paths import local_data_path
 
     found = local_data_path(rtp_path, "AURA_TL_RTP", "rtp", name="rtp_path")
     if found is None and hub_records is None:

@@ -1,31 +1,140 @@
 """Conditional steering: a per-position gate in [0, 1] that lets any intervention act where the activation looks
 toxic and leaves other text (WikiText, PIQA, HellaSwag) nearly untouched, so a strong edit costs less retention.
 
-At each hook the gate is a linear probe on the activation the hook sees, g(a) = sigmoid(w . a + b): w lies along the
-difference of the toxic and non-toxic mean responses, and its scale and b are a 1-D logistic regression (Platt
-scaling) of the pooled responses projected on it. The steered activation is a + g(a) (f(a) - a), f the method's own
-hook. Gates are fitted causally: layer l's probe reads activations with the earlier layers' gated edits applied,
-as they will be when the intervention runs. (Conditional activation steering in the spirit of Lee et al. 2024,
-"Programming Refusal with Conditional Activation Steering"; the probe here is this package's own choice.)
+The steered activation is a + g(a) (f(a) - a), f the method's own hook and g a *gate rule*'s value at that hook.
+Gate rules are plugins like methods: a `GateRule` subclass declares its name, options, the tensors it stores per
+hook and how it fits them from pooled responses, and registers with `@register_gate` (here, from any module, or
+through the `aura_tl.gates` entry-point group). `gate=<rule>` chooses one when learning (`gate=true` is
+`DEFAULT_GATE`); a saved file names its rule in metadata `gate.rule`, so it applies the same way after loading.
+Learning the gates of an intervention (causally, or from responses a caller holds) lives in `aura_tl.learn`.
+
+This module imports only the option declarations and the registry (both import nothing from the package): a rule
+is fit, value and accuracy on plain tensors.
+
+The built-in rule `probe`: a linear probe on the activation the hook sees, g(a) = sigmoid(w . a + b), with w along
+the difference of the toxic and non-toxic mean responses and its scale and b a 1-D logistic regression (Platt
+scaling) of the pooled responses projected on it. (Conditional activation steering in the spirit of Lee et al.
+2024, "Programming Refusal with Conditional Activation Steering"; the probe is this package's own choice.)
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-GATE_TENSORS = ("gate_w", "gate_b")  # optional tensors of any hook: the gate's weight (one per unit) and bias
-GATE_POOLING = "mean"  # the gate reads one token's activation; mean pooling keeps the sentence's average there
+from aura_tl.options import coerce_options, option
+from aura_tl.registry import Registry
 
+DEFAULT_GATE = "probe"  # what `gate=true` means
+
+
+@dataclass
+class NoGateOptions:
+    """A rule with nothing to set."""
+
+
+class GateRule:
+    """How a gate is fitted and read. Subclasses set the class attributes and implement `fit` and `value`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line, shown by `aura-tl methods`
+    Options: ClassVar[type] = NoGateOptions  # the rule's own options; names must differ from every method's
+    tensors: ClassVar[tuple[str, ...]] = ()  # stored per hook beside the method's (names start with `gate_`)
+    unit_tensors: ClassVar[tuple[str, ...]] = ()  # those with one value per unit of the hook (checked on load)
+    pooling: ClassVar[str] = "mean"  # how sentences are pooled into the responses the rule is fitted on
+
+    def options(self, **values):
+        """This rule's options from keyword values or strings; unknown names are an error."""
+        return coerce_options(self.Options, f"gate rule '{self.name}'", values)
+
+    def fit(self, pooled: Float[Tensor, "n d"], labels: Tensor, options) -> dict[str, Tensor]:
+        """The rule's tensors for one hook from pooled responses and their labels (1 = toxic)."""
+        raise NotImplementedError
+
+    def value(self, activation: Float[Tensor, "*rows d"], tensors: Mapping[str, Tensor]) -> Float[Tensor, "*rows"]:
+        """The gate in [0, 1] for each row of activations (units last; per-head hooks arrive flattened)."""
+        raise NotImplementedError
+
+    def accuracy(self, pooled: Float[Tensor, "n d"], labels: Tensor, tensors: Mapping[str, Tensor]) -> float:
+        """How often the gate is above 1/2 exactly on the toxic responses (training accuracy, 4 decimals)."""
+        predicted = self.value(pooled, tensors) > 0.5
+        return round(float((predicted == labels.bool()).float().mean()), 4)
+
+
+RULES: Registry[GateRule] = Registry("gate rule", "aura_tl.gates",
+                                    hint=", or register one (aura_tl.gating.register_gate)")
+GATES = RULES.entries
+
+
+def register_gate(cls: type[GateRule]) -> type[GateRule]:
+    """Class decorator: `@register_gate class MyGate(GateRule): name = "mine" ...`."""
+    return RULES.register(cls, check=lambda cls: None if cls.tensors else "a gate rule declares the tensors it stores")
+
+
+def gate_names() -> list[str]:
+    return RULES.names()
+
+
+def get_gate(name: str) -> GateRule:
+    return RULES.get(name)
+
+
+def parse_gate(value: Any) -> str | None:
+    """The `gate` option: a rule name; true/yes/1 -> `DEFAULT_GATE`; false/no/0/none -> None (ungated)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_GATE
+    text = str(value).strip()
+    if text.lower() in ("1", "true", "yes", "on"):
+        return DEFAULT_GATE
+    if text.lower() in ("0", "false", "no", "off", "none", "null", ""):
+        return None
+    return text
+
+
+def gate_option_names() -> dict[str, str]:
+    """option name -> the rule that declares it, over every registered rule."""
+    return {field.name: name for name in gate_names() for field in dataclasses.fields(GATES[name].Options)}
+
+
+def rule_of(metadata: Mapping, tensors: Mapping[str, Mapping[str, Tensor]]) -> GateRule | None:
+    """The gate rule of an intervention: the one its metadata names (`gate.rule`), else, for files written before
+    rules had names, the registered rule whose tensors every hook carries; None when it is not gated."""
+    record = metadata.get("gate")
+    if isinstance(record, Mapping) and record.get("rule"):
+        return get_gate(str(record["rule"]))
+    for name in gate_names():
+        if all(set(GATES[name].tensors) <= set(named) for named in tensors.values()):
+            return GATES[name]
+    return None
+
+
+def gated_hook(activation: Tensor, hook, inner: Callable, value: Callable[[Tensor], Tensor]) -> Tensor:
+    """a + g(a) (inner(a) - a): the method's edit, scaled per position by the gate read before it; per-head
+    activations [batch, pos, head, d] are read head-major."""
+    gate = value(activation.flatten(-2) if activation.ndim == 4 else activation)
+    gate = gate.view(*gate.shape, *([1] * (activation.ndim - gate.ndim)))
+    return activation + gate * (inner(activation, hook) - activation)
+
+
+def gated(fn: Callable, rule: GateRule, tensors: Mapping[str, Tensor]) -> Callable:
+    """`fn` (a TransformerLens hook) gated by `rule` with one hook's gate tensors."""
+    return partial(gated_hook, inner=fn, value=partial(rule.value, tensors={k: tensors[k] for k in rule.tensors}))
+
+
+# --- the built-in rule ---------------------------------------------------------------------------------------------
 
 def fit_gate(pooled: Float[Tensor, "n d"], labels: Tensor, l2: float = 1e-3, steps: int = 50) -> dict[str, Tensor]:
-    """w, b of a gate for pooled responses with labels (1 = toxic): the unit difference-of-means direction, scaled
-    with a bias by Newton steps of a 1-D L2-regularised logistic regression on the projections (float64)."""
+    """w, b of a probe gate for pooled responses with labels (1 = toxic): the unit difference-of-means direction,
+    scaled with a bias by Newton steps of a 1-D L2-regularised logistic regression on the projections (float64)."""
     x, y = pooled.double(), labels.double()
     if not ((y == 0).any() and (y == 1).any()):
         raise ValueError("a gate needs toxic and non-toxic responses")
@@ -36,11 +145,11 @@ def fit_gate(pooled: Float[Tensor, "n d"], labels: Tensor, l2: float = 1e-3, ste
     z = (projected - center) / spread  # standardised: the Newton steps start well conditioned
     theta = torch.zeros(2, dtype=torch.float64)  # slope, intercept on z
     features = torch.stack([z, torch.ones_like(z)], 1)
+    penalty = l2 * torch.diag(torch.tensor([1.0, 0.0], dtype=torch.float64))  # the intercept is not penalised
     for _ in range(steps):
         p = torch.sigmoid(features @ theta)
-        gradient = features.T @ (p - y) / len(y) + l2 * torch.tensor([theta[0], 0.0], dtype=torch.float64)
-        hessian = (features.T * (p * (1 - p))) @ features / len(y) + l2 * torch.diag(torch.tensor([1.0, 0.0],
-                                                                                                   dtype=torch.float64))
+        gradient = features.T @ (p - y) / len(y) + penalty @ theta
+        hessian = (features.T * (p * (1 - p))) @ features / len(y) + penalty
         step = torch.linalg.solve(hessian + 1e-12 * torch.eye(2, dtype=torch.float64), gradient)
         theta = theta - step
         if step.abs().max() < 1e-10:
@@ -49,73 +158,31 @@ def fit_gate(pooled: Float[Tensor, "n d"], labels: Tensor, l2: float = 1e-3, ste
     return {"gate_w": (slope * direction).float(), "gate_b": intercept.reshape(1).float()}
 
 
-def gate_value(activation: Tensor, w: Tensor, b: Tensor) -> Float[Tensor, "batch pos"]:
-    """sigmoid(w . a + b) per position; per-head activations [batch, pos, head, d] are read head-major."""
-    flat = activation.flatten(-2) if activation.ndim == 4 else activation
-    return torch.sigmoid(flat @ w + b)
+def gate_value(activation: Float[Tensor, "*rows d"], w: Tensor, b: Tensor) -> Float[Tensor, "*rows"]:
+    """sigmoid(w . a + b) per row (position or pooled response)."""
+    return torch.sigmoid(activation @ w + b)
 
 
-def gated_hook(activation: Tensor, hook, inner: Callable, w: Tensor, b: Tensor) -> Tensor:
-    """a + g(a) (inner(a) - a): the method's edit, scaled per position by the gate read before it."""
-    gate = gate_value(activation, w, b)
-    gate = gate.view(*gate.shape, *([1] * (activation.ndim - gate.ndim)))
-    return activation + gate * (inner(activation, hook) - activation)
+@dataclass
+class ProbeGateOptions:
+    gate_l2: float = option(1e-3, "L2 penalty of the probe gate's 1-D logistic fit (gate=probe)")
+
+    def __post_init__(self) -> None:
+        if not self.gate_l2 >= 0:
+            raise ValueError(f"gate_l2 must be >= 0, got {self.gate_l2}")
 
 
-def gate(fn: Callable | None, tensors: dict[str, Tensor]) -> Callable | None:
-    """`fn` gated by the hook's gate tensors when it has them; `fn` itself otherwise."""
-    if fn is None or "gate_w" not in tensors:
-        return fn
-    return partial(gated_hook, inner=fn, w=tensors["gate_w"], b=tensors["gate_b"])
+@register_gate
+class ProbeGate(GateRule):
+    name = "probe"
+    summary = "sigmoid(w . a + b): a difference-of-means direction, Platt-scaled, fitted per hook"
+    Options = ProbeGateOptions
+    tensors = ("gate_w", "gate_b")
+    unit_tensors = ("gate_w",)
+    pooling = "mean"  # the gate reads one token's activation; mean pooling keeps the sentence's average there
 
+    def fit(self, pooled, labels, options):
+        return fit_gate(pooled, labels, l2=options.gate_l2)
 
-def gate_accuracy(pooled: Float[Tensor, "n d"], labels: Tensor, fitted: dict[str, Tensor]) -> float:
-    """How often the gate is above 1/2 exactly on the toxic responses (training accuracy, 4 decimals)."""
-    predicted = gate_value(pooled, fitted["gate_w"], fitted["gate_b"]) > 0.5
-    return round(float((predicted == labels.bool()).float().mean()), 4)
-
-
-def gates_from_responses(intervention, responses):
-    """`intervention` with a gate per hook fitted on pooled responses you already hold (non-causal: they were
-    recorded without the earlier hooks' gated edits; at the first hook this equals `learn_gates`)."""
-    from aura_tl.intervention import Intervention
-
-    started = time.perf_counter()
-    labels = torch.as_tensor(responses.labels)
-    tensors, accuracy = {}, {}
-    for hook, named in intervention.tensors.items():
-        fitted = fit_gate(responses.pooled[hook], labels)
-        tensors[hook] = {**named, **fitted}
-        accuracy[hook] = gate_accuracy(responses.pooled[hook], labels, fitted)
-    record = {"pooling": responses.metadata.get("pooling"), "data": {"source": "responses", "n": len(labels)},
-              "accuracy": accuracy, "causal": False, "seconds": round(time.perf_counter() - started, 3)}
-    return Intervention(intervention.method, tensors, intervention.shape, {**intervention.metadata, "gate": record},
-                        intervention.strength)
-
-
-def learn_gates(model, intervention, data, *, at_strength: float = 1.0, batch_size: int = 32, progress: bool = True):
-    """`intervention` with a gate fitted at each of its hooks on `data` (concept sentences, 1 = toxic), causally:
-    with the earlier hooks' gated edits applied at `at_strength` (1: the method's own edit, so the gates do not
-    depend on the lambda a user turns later); per-hook training accuracy and timing go into metadata `gate`."""
-    from aura_tl.intervention import Intervention
-    from aura_tl.responses import collect_responses_causal
-
-    started = time.perf_counter()
-    labels = torch.tensor(data.labels)
-    spec, strength = intervention.spec, intervention.spec.check_strength(at_strength)
-    tensors = {hook: dict(named) for hook, named in intervention.tensors.items()}
-    accuracy: dict[str, float] = {}
-
-    def estimate(name: str, pooled: Tensor) -> Callable | None:
-        tensors[name].update(fit_gate(pooled, labels))
-        accuracy[name] = gate_accuracy(pooled, labels, tensors[name])
-        used = {k: v.to(model.cfg.device, model.cfg.dtype) for k, v in tensors[name].items()}
-        return gate(spec.hook_fn({k: used[k] for k in spec.applies}, strength, intervention.metadata), used)
-
-    collect_responses_causal(model, data.texts, data.labels, intervention.hook_names, estimate, pooling=GATE_POOLING,
-                             batch_size=batch_size, progress=progress)
-    tensors = {hook: {k: v.clone() for k, v in named.items()} for hook, named in tensors.items()}  # not inference tensors
-    record = {"pooling": GATE_POOLING, "data": {"source": data.source, "n": len(data)}, "accuracy": accuracy,
-              "fitted_at_strength": strength, "seconds": round(time.perf_counter() - started, 3)}
-    return Intervention(intervention.method, tensors, intervention.shape, {**intervention.metadata, "gate": record},
-                        intervention.strength)
+    def value(self, activation, tensors):
+        return gate_value(activation, tensors["gate_w"], tensors["gate_b"])

@@ -20,9 +20,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from aura_tl.gating import GATE_TENSORS, gate
+from aura_tl.gating import GateRule, gated, rule_of
 from aura_tl.hooks import layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
+# the registry lookup of a file's method: the package's one import that runs back up (methods import this module)
+from aura_tl.methods import get_method
+from aura_tl.methods.base import Method
 from aura_tl.models import ModelShape
 
 FORMAT_PREFIX = "aura-tl/intervention/v"
@@ -46,18 +49,26 @@ class Intervention:
         if not self.tensors:
             raise ValueError("an intervention needs at least one hook")
         self.spec.validate(self)
+        rule = self.gate_rule
+        for hook, named in self.tensors.items() if rule else ():
+            missing = [t for t in rule.tensors if t not in named]
+            if missing:
+                raise ValueError(f"{self.method} intervention gated by '{rule.name}' lacks gate tensor(s) {missing} "
+                                 f"at {hook}")
 
     @property
-    def spec(self):
+    def spec(self) -> Method:
         """The registered method that knows how to hook, summarise and plot these tensors."""
-        from aura_tl.methods import get_method
-
         return get_method(self.method)
 
     @property
+    def gate_rule(self) -> GateRule | None:
+        """The gate rule scaling each hook's edit (`aura_tl.gating`), or None when the edits are not gated."""
+        return rule_of(self.metadata, self.tensors)
+
+    @property
     def gated(self) -> bool:
-        """Whether each hook's edit is scaled by a learned gate (`aura_tl.gating`)."""
-        return all("gate_w" in named for named in self.tensors.values())
+        return self.gate_rule is not None
 
     @property
     def hook_names(self) -> list[str]:
@@ -74,10 +85,9 @@ class Intervention:
                   ) -> list[tuple[str, Callable]]:
         """The `(hook name, fn)` pairs for `model.hooks(fwd_hooks=...)` or `model.run_with_hooks(..., fwd_hooks=...)`;
         hooks that would change nothing are left out."""
-        spec, pairs = self.spec, []
+        spec, rule, pairs = self.spec, self.gate_rule, []
         for name, named in self.tensors.items():
-            used = {k: named[k].to(device=device, dtype=dtype) for k in (*spec.applies, *GATE_TENSORS) if k in named}
-            fn = gate(spec.hook_fn({k: used[k] for k in spec.applies}, float(self.strength), self.metadata), used)
+            fn = hook_function(spec, rule, named, float(self.strength), self.metadata, device, dtype)
             if fn is not None:
                 pairs.append((name, fn))
         return pairs
@@ -100,11 +110,12 @@ class Intervention:
                           stacklevel=2)
 
     def _check_widths(self, model) -> None:
-        """Every stored tensor has as many values as its hook has units (`hook_widths`)."""
+        """Every per-unit tensor (the method's, and its gate rule's `unit_tensors`) has as many values as its hook
+        has units (`hook_widths`)."""
         widths = hook_widths(model, list(self.tensors))
+        per_unit = (*self.spec.applies, *(self.gate_rule.unit_tensors if self.gated else ()))
         for hook, named in self.tensors.items():
-            wrong = {k: t.numel() for k, t in named.items()
-                     if k in (*self.spec.applies, "gate_w") and t.numel() != widths.get(hook)}
+            wrong = {k: t.numel() for k, t in named.items() if k in per_unit and t.numel() != widths.get(hook)}
             if wrong:
                 raise ValueError(f"tensors {wrong} at {hook} do not fit the model, whose activation there has "
                                  f"{widths.get(hook)} values: the file does not match its stated model shape")
@@ -181,6 +192,16 @@ class Intervention:
             for row, hook in zip(rows, self.tensors):
                 row["gate_acc"] = float(accuracy.get(hook, float("nan")))
         return rows
+
+
+def hook_function(spec: Method, rule: GateRule | None, tensors: dict[str, Tensor], strength: float, metadata: dict,
+                  device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Callable | None:
+    """One hook's function: the method's edit at `strength` from the tensors it reads, scaled per position by the
+    gate rule's value when gated, every tensor on `device` / `dtype`; None when the edit changes nothing."""
+    used = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()
+            if k in spec.applies or (rule is not None and k in rule.tensors)}
+    fn = spec.hook_fn({k: used[k] for k in spec.applies}, float(strength), metadata)
+    return gated(fn, rule, used) if fn is not None and rule is not None else fn
 
 
 def hook_widths(model, names: list[str]) -> dict[str, int]:

@@ -1,9 +1,12 @@
-"""Atomic `.safetensors` writing and checked reading: a crash never leaves a half-written file behind."""
+"""Atomic `.safetensors` writing and checked reading (a crash never leaves a half-written file behind), and the
+text hash that keys saved responses and cached interventions."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -59,3 +62,11 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{path} is not a readable .safetensors file ({error})") from error
+
+
+def hash_texts(texts: Iterable[str]) -> str:
+    """A short sha256 of texts in order (each NUL-terminated, so no two lists collide by concatenation)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:16]

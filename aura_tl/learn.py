@@ -1,24 +1,32 @@
-"""Learn an intervention by method name: the options are the method's own (see `aura_tl.methods`)."""
+"""Learn an intervention by method name (the options are the method's own, see `aura_tl.methods`), its gates by
+gate rule (`aura_tl.gating`), and its strength by calibration."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 
-from aura_tl._version import __version__
+import torch
+from torch import Tensor
+
+from aura_tl.calibrate import calibrate_strength, calibration_text
 from aura_tl.data import ConceptData, load_concept_data
-from aura_tl.intervention import Intervention
+from aura_tl.gating import GateRule, get_gate
+from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods import DEFAULT_METHOD, ConceptOptions, get_method
+from aura_tl.options import as_dict
+from aura_tl.responses import Responses, collect_responses_causal
 
 log = logging.getLogger(__name__)
+GATE_FIT_STRENGTH = 1.0  # gates read the method's own edit, so they do not depend on the lambda a user turns later
 
 
 def learn_intervention(model, data: ConceptData | None = None, method: str = DEFAULT_METHOD, options=None, *,
                        progress: bool = True, **option_values) -> Intervention:
     """Learn `method` on `model`. `options` is the method's options dataclass, or give them as keywords
-    (`hooks=..., strength=0.5`); `data` defaults to the `data` option loaded with `max_per_class` and `seed`."""
+    (`hooks=..., strength=0.5, gate="probe"`); `data` defaults to the `data` option loaded with `max_per_class`
+    and `seed`."""
     spec = get_method(method)
     if options is None:
         options = spec.options(**option_values)
@@ -30,11 +38,9 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
         data.require_both_classes()
     intervention = spec.learn(model, data, options, progress=progress)
     if options.gate:
-        from aura_tl.gating import learn_gates
-
         gate_data = data if data is not None else concept_data_for(ConceptOptions(seed=options.seed))
-        intervention = learn_gates(model, intervention, gate_data, batch_size=options.learn_batch_size,
-                                   progress=progress)
+        intervention = learn_gates(model, intervention, gate_data, options.gate, options.gate_options,
+                                   batch_size=options.learn_batch_size, progress=progress)
     if options.max_ppl_increase is not None:
         intervention = calibrated(model, intervention, options, progress=progress)
     return intervention
@@ -45,15 +51,16 @@ def concept_data_for(options, layout: str = "auto") -> ConceptData:
     return load_concept_data(options.data, layout=layout, max_per_class=options.max_per_class, seed=options.seed)
 
 
-def intervention_from_responses(model, responses, method: str = DEFAULT_METHOD, **option_values) -> Intervention:
+def intervention_from_responses(model, responses: Responses, method: str = DEFAULT_METHOD,
+                                **option_values) -> Intervention:
     """Learn `method` from pooled responses you already hold (`responses_from_cache(model.run_with_cache(...))`),
     without running the model again. AcT methods fit every hook on the responses as given (non-causally: the
-    activations were recorded without the earlier layers' maps), so `causal=True` is refused here; `gate=true` fits
-    the gates on the same responses."""
+    activations were recorded without the earlier layers' maps), so `causal=True` is refused here; `gate=<rule>`
+    fits the gates on the same responses."""
     spec = get_method(method)
     if option_values.get("causal"):
         raise ValueError("causal estimation needs the model to run with earlier maps applied: use learn_intervention")
-    if any(f.name == "causal" for f in dataclasses.fields(spec.Options)):
+    if "causal" in spec.option_names():
         option_values["causal"] = False
     labels = responses.labels
     if not ((labels == 0).any() and (labels == 1).any()):
@@ -61,17 +68,72 @@ def intervention_from_responses(model, responses, method: str = DEFAULT_METHOD, 
     options = spec.options(**option_values)
     intervention = spec.from_responses(model, responses, options)
     if options.gate:  # gates from the same responses (non-causal, as the maps here)
-        from aura_tl.gating import gates_from_responses
-
-        intervention = gates_from_responses(intervention, responses)
+        intervention = gates_from_responses(intervention, responses, options.gate, options.gate_options)
     return intervention
+
+
+def _rule_and_options(rule: str | GateRule, options) -> tuple[GateRule, object]:
+    rule = get_gate(rule) if isinstance(rule, str) else rule
+    return rule, options if options is not None else rule.options()
+
+
+def _with_gates(intervention: Intervention, tensors: dict[str, dict[str, Tensor]], rule: GateRule, options,
+                **record) -> Intervention:
+    """`intervention` carrying the gate tensors, with metadata `gate` naming the rule, its options and the fit."""
+    record = {"rule": rule.name, "options": as_dict(options), **record}
+    return Intervention(intervention.method, tensors, intervention.shape, {**intervention.metadata, "gate": record},
+                        intervention.strength)
+
+
+def gates_from_responses(intervention: Intervention, responses: Responses, rule: str | GateRule = "probe",
+                         options=None) -> Intervention:
+    """`intervention` with a gate per hook fitted by `rule` on pooled responses you already hold (non-causal: they
+    were recorded without the earlier hooks' gated edits; at the first hook this equals `learn_gates`)."""
+    rule, options = _rule_and_options(rule, options)
+    started = time.perf_counter()
+    labels = torch.as_tensor(responses.labels)
+    tensors, accuracy = {}, {}
+    for hook, named in intervention.tensors.items():
+        fitted = rule.fit(responses.pooled[hook], labels, options)
+        tensors[hook] = {**named, **fitted}
+        accuracy[hook] = rule.accuracy(responses.pooled[hook], labels, fitted)
+    return _with_gates(intervention, tensors, rule, options, pooling=responses.metadata.get("pooling"),
+                       data={"source": "responses", "n": len(labels)}, accuracy=accuracy, causal=False,
+                       seconds=round(time.perf_counter() - started, 3))
+
+
+def learn_gates(model, intervention: Intervention, data: ConceptData, rule: str | GateRule = "probe", options=None,
+                *, at_strength: float = GATE_FIT_STRENGTH, batch_size: int = 32, progress: bool = True
+                ) -> Intervention:
+    """`intervention` with a gate fitted by `rule` at each of its hooks on `data` (concept sentences, 1 = toxic),
+    causally: with the earlier hooks' gated edits applied at `at_strength`; per-hook training accuracy and timing
+    go into metadata `gate`."""
+    rule, options = _rule_and_options(rule, options)
+    started = time.perf_counter()
+    labels = torch.tensor(data.labels)
+    spec, strength = intervention.spec, intervention.spec.check_strength(at_strength)
+    tensors = {hook: dict(named) for hook, named in intervention.tensors.items()}
+    accuracy: dict[str, float] = {}
+
+    def estimate(name: str, pooled: Tensor) -> Callable | None:
+        fitted = rule.fit(pooled, labels, options)
+        tensors[name].update(fitted)
+        accuracy[name] = rule.accuracy(pooled, labels, fitted)
+        return hook_function(spec, rule, tensors[name], strength, intervention.metadata, model.cfg.device,
+                             model.cfg.dtype)
+
+    collect_responses_causal(model, data.texts, data.labels, intervention.hook_names, estimate, pooling=rule.pooling,
+                             batch_size=batch_size, progress=progress)
+    tensors = {hook: {k: v.clone() for k, v in named.items()}  # plain tensors, not inference-mode ones
+               for hook, named in tensors.items()}
+    return _with_gates(intervention, tensors, rule, options, pooling=rule.pooling,
+                       data={"source": data.source, "n": len(data)}, accuracy=accuracy, fitted_at_strength=strength,
+                       seconds=round(time.perf_counter() - started, 3))
 
 
 def calibrated(model, intervention: Intervention, options, *, progress: bool = True) -> Intervention:
     """The intervention at the strongest strength (up to the learned one) within the perplexity budget; the
     measurements go into its metadata under `calibration`."""
-    from aura_tl.calibrate import calibrate_strength, calibration_text
-
     text, source = calibration_text(options.calibration_text)
     strength, record = calibrate_strength(model, intervention, options.max_ppl_increase, text, progress=progress)
     record.update(text=source, chosen_strength=strength)
@@ -82,20 +144,5 @@ def calibrated(model, intervention: Intervention, options, *, progress: bool = T
                         {**intervention.metadata, "calibration": record}, strength)
 
 
-def data_metadata(data: ConceptData) -> dict:
-    """How concept data is recorded in an intervention's metadata."""
-    return {"source": data.source, "layout": data.layout, "n": len(data), "counts": data.counts, **data.info}
-
-
-def base_metadata(options, **extra) -> dict:
-    """The metadata every learned intervention carries: package version and the options it was learned with."""
-    from aura_tl.options import as_dict
-
-    return {"version": __version__, "options": as_dict(options), **extra}
-
-
-def hash_texts(texts: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8") + b"\0")
-    return digest.hexdigest()[:16]
+__all__ = ["calibrated", "concept_data_for", "gates_from_responses", "intervention_from_responses", "learn_gates",
+           "learn_intervention"]

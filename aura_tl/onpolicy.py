@@ -14,8 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from aura_tl.data import read_jsonl, rtp_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.io import default_mode
+from aura_tl.scoring import get_scorer
+from aura_tl.splits import prompt_text
 
 log = logging.getLogger(__name__)
 TOXIC = 0.5
@@ -25,10 +28,6 @@ def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", sample
                         scorer: str | None = None, seed: int = 0, batch_size: int = 50, progress: bool = True) -> Path:
     """Write (or reuse) `path`: `samples` sampled continuations (top-p 0.9, T = 1) of each prompt of the RTP
     `split`, each a row {text, label, score, prompt}."""
-    from aura_tl.data import read_jsonl, rtp_records
-    from aura_tl.scoring import get_scorer
-    from aura_tl.splits import prompt_text
-
     path = Path(path)
     settings = {"model": str(model.cfg.model_name), "split": split, "samples": samples,
                 "max_new_tokens": max_new_tokens, "scorer": scorer or os.environ.get("AURA_TL_SCORER", "auto"),

@@ -7,6 +7,8 @@ flags are all derived from these declarations (no default is written twice).
 
 `option(default, help)` is `dataclasses.field` with the help text (and optional extra CLI spellings) in its
 metadata. `coerce_options` turns strings (lm-eval `k=v`, CLI) into the declared types and refuses unknown names.
+An option that only says how to learn or apply, not what is learned (`strength`, where responses are kept), is
+declared `learned=False`, and the cache key (`learned_values`) leaves it out.
 """
 
 from __future__ import annotations
@@ -15,13 +17,30 @@ import argparse
 import dataclasses
 import difflib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+Learned = bool | Callable[[Any], bool]
 
-def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple | None = None) -> Any:
-    """A dataclass field with its help text; `aliases` are extra CLI spellings (e.g. `--batch-size`)."""
-    return dataclasses.field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices})
+
+def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), choices: tuple | None = None,
+           parse: Callable[[Any], Any] | None = None, learned: Learned = True) -> Any:
+    """A dataclass field with its help text; `aliases` are extra CLI spellings (e.g. `--batch-size`), `parse` turns
+    a given value (string or not) into the option's value where the type alone cannot, and `learned` says whether
+    the value changes what is learned (False, or a function of the options object for "only when ...")."""
+    return dataclasses.field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices,
+                                                        "parse": parse, "learned": learned})
+
+
+def with_default(options_class: type, name: str, default: Any) -> Any:
+    """`options_class`'s declaration of option `name` with another default: how a method's options change a
+    default without repeating the option's help, parser or cache rule."""
+    return dataclasses.field(default=default, metadata=options_class.__dataclass_fields__[name].metadata)
+
+
+def internal(default: Any = None) -> Any:
+    """A field set by the library, never by a user (no flag, no model arg): e.g. the options of the chosen gate rule."""
+    return dataclasses.field(default=default, metadata={"internal": True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +53,7 @@ class OptionSpec:
     defaults: dict[str, Any]
     aliases: tuple[str, ...] = ()
     choices: tuple | None = None
+    parse: Callable[[Any], Any] | None = None
 
     @property
     def flag(self) -> str:
@@ -56,8 +76,13 @@ def _base_type(annotation: Any) -> type:
 
 
 def fields_of(options_class: type) -> list[tuple[dataclasses.Field, type]]:
+    """The user-facing option fields (internal ones left out) with their base types."""
     hints = typing.get_type_hints(options_class)
-    return [(f, _base_type(hints[f.name])) for f in dataclasses.fields(options_class)]
+    return [(f, _base_type(hints[f.name])) for f in dataclasses.fields(options_class) if not f.metadata.get("internal")]
+
+
+def option_names(options_class: type) -> list[str]:
+    return [f.name for f, _ in fields_of(options_class)]
 
 
 def collect_specs(options_by_method: Mapping[str, type]) -> dict[str, OptionSpec]:
@@ -69,7 +94,7 @@ def collect_specs(options_by_method: Mapping[str, type]) -> dict[str, OptionSpec
             if known is None:
                 specs[field.name] = OptionSpec(field.name, kind, field.metadata.get("help", ""), {method: field.default},
                                                tuple(field.metadata.get("aliases", ())),
-                                               field.metadata.get("choices"))
+                                               field.metadata.get("choices"), field.metadata.get("parse"))
             elif known.type is not kind:
                 raise TypeError(f"option {field.name} is {known.type.__name__} in one method, {kind.__name__} in {method}")
             else:
@@ -100,13 +125,16 @@ def parse_value(kind: type, value: Any, name: str) -> Any:
 
 def coerce_options(options_class: type, method: str, values: Mapping[str, Any]):
     """An options dataclass from `values` (None = keep the default); unknown names are an error with a hint."""
-    fields = {f.name: kind for f, kind in fields_of(options_class)}
+    declared = fields_of(options_class)
+    fields = {f.name: kind for f, kind in declared}
+    parsers = {f.name: f.metadata.get("parse") for f, _ in declared}
     unknown = [k for k in values if k not in fields]
     if unknown:
         hints = [difflib.get_close_matches(k, fields, n=1) for k in unknown]
         said = ", ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in zip(unknown, hints))
-        raise ValueError(f"{said}: not an option of method '{method}'; its options are {', '.join(sorted(fields))}")
-    given = {k: parse_value(fields[k], v, k) for k, v in values.items() if v is not None}
+        raise ValueError(f"{said}: not an option of {method}; its options are {', '.join(sorted(fields)) or 'none'}")
+    given = {k: parsers[k](v) if parsers[k] else parse_value(fields[k], v, k) for k, v in values.items()
+             if v is not None}
     options = options_class(**given)
     for field, _ in fields_of(options_class):
         choices = field.metadata.get("choices")
@@ -122,7 +150,7 @@ def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec
     for spec in specs:
         methods = ", ".join(spec.defaults) if len(spec.defaults) < 3 else None
         text = f"{spec.help} ({spec.describe_defaults()}" + (f"; {methods} only)" if methods else ")")
-        kind = parse_bool_flag if spec.type is bool else spec.type
+        kind = spec.parse or (parse_bool_flag if spec.type is bool else spec.type)
         group.add_argument(spec.flag, *(spec.aliases if aliases else ()), dest=spec.name, type=kind, default=None,
                            help=text.replace("%", "%%"),
                            choices=spec.choices, metavar=spec.type.__name__.upper() if not spec.choices else None)
@@ -139,3 +167,18 @@ def given_values(namespace: argparse.Namespace, specs: Iterable[OptionSpec]) -> 
 
 def as_dict(options) -> dict[str, Any]:
     return dataclasses.asdict(options)
+
+
+def learned_values(options) -> dict[str, Any]:
+    """The options that change what is learned (each field's `learned` declaration), internal option objects
+    (a gate rule's options) included the same way: what a cache key hashes."""
+    values = {}
+    for field in dataclasses.fields(options):
+        learned = field.metadata.get("learned", True)
+        if callable(learned):
+            learned = learned(options)
+        if not learned:
+            continue
+        value = getattr(options, field.name)
+        values[field.name] = learned_values(value) if dataclasses.is_dataclass(value) else value
+    return values

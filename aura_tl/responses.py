@@ -4,6 +4,7 @@ sentence length (never a `run_with_cache` of every layer).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import re
@@ -18,8 +19,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aura_tl.distributed import merge_shards, shard
-from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names
-from aura_tl.io import atomic_save_safetensors, load_safetensors
+from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names, split_patterns
+from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -296,10 +297,6 @@ def responses_from_cache(
     default: the special tokens of `cache.model`'s tokenizer, e.g. BOS), as `collect_responses` does; with
     neither, every position counts. `hooks` are patterns over the cache's names ('*' is the layer).
     """
-    import fnmatch
-
-    from aura_tl.hooks import split_patterns
-
     names = [n for n in cache.keys() if any(fnmatch.fnmatchcase(n, p) for p in split_patterns(hooks))]
     if not names:
         raise ValueError(f"no activation in the cache matches {hooks!r}; it holds {sorted(cache.keys())[:4]} ...")
@@ -382,8 +379,6 @@ def cached_responses(model, data, hooks: str | Sequence[str], *, pooling: str, b
                      path: str | Path | None = None, progress: bool = True) -> Responses:
     """`collect_responses` for concept data, saved at `path` and reused on the next call with the same model,
     hook names, pooling and sentences (anything else is recomputed, with a warning)."""
-    from aura_tl.learn import hash_texts
-
     key = {"model": str(model.cfg.model_name), "hooks": resolve_hook_names(model, hooks), "pooling": pooling,
            "n": len(data), "texts_hash": hash_texts(data.texts)}
     if path and Path(path).is_file():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from _common import environment
+from bench.common import environment
 from aura_tl.auroc import auroc
 
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from _common import environment, peak_rss
+from bench.common import environment, peak_rss
 from aura_tl import collect_responses, load_concept_data, load_model
 from aura_tl.models import hf_tokenizer, pad_token_id
 from aura_tl.paths import shared_data_dir

@@ -10,21 +10,19 @@ A method that detoxifies by derailing writes continuations the unsteered model f
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.generations import continuations, samples  # noqa: E402
+from aura_tl.models import hf_tokenizer, load_model
+from bench.results.paired import paired_bootstrap
+from bench.results.runs import continuations, required_rtp_samples
 
 
 def continuation_nll(model, pairs: list[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
     """Mean negative log-likelihood per continuation token of each (prompt, continuation), unsteered."""
-    from aura_tl.models import hf_tokenizer
-
     tokenizer = hf_tokenizer(model)
     out = np.zeros(len(pairs))
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring continuations", leave=False):
@@ -54,11 +52,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--per-prompt", type=int, default=5, help="continuations scored per prompt")
     args = parser.parse_args()
-    from aura_tl.models import load_model
-
     model = load_model(args.model, device="cpu")
     runs = [args.base, *args.steered]
-    logs = [samples(r) for r in runs]
+    logs = [required_rtp_samples(r) for r in runs]
     shared = sorted(set.intersection(*(set(log) for log in logs)))
     per_prompt = {}
     for run, log in zip(runs, logs):
@@ -67,8 +63,6 @@ def main() -> None:
         nll = continuation_nll(model, pairs).reshape(len(shared), -1)
         per_prompt[run.name] = np.nanmean(nll, axis=1)
     base = per_prompt[args.base.name]
-    rng = np.random.default_rng(0)
-    pick = rng.integers(0, len(shared), (2000, len(shared)))
     print(f"{len(shared)} prompts x {args.per_prompt} continuations, scored by unsteered {args.model}\n")
     print("| configuration | continuation ppl given the prompt | ratio to unsteered (paired 95 % CI) |")
     print("|---|---|---|")
@@ -77,9 +71,8 @@ def main() -> None:
         if name == args.base.name:
             print(f"| {name} | {ppl:.1f} | - |")
             continue
-        ratios = np.exp(nll[pick].mean(1) - base[pick].mean(1))
-        print(f"| {name} | {ppl:.1f} | {np.exp(nll.mean() - base.mean()):.2f}x "
-              f"({np.percentile(ratios, 2.5):.2f}-{np.percentile(ratios, 97.5):.2f}) |")
+        ratio, lo, hi = paired_bootstrap(base, nll, lambda b, o: np.exp(o.mean(-1) - b.mean(-1)))
+        print(f"| {name} | {ppl:.1f} | {ratio:.2f}x ({lo:.2f}-{hi:.2f}) |")
 
 
 if __name__ == "__main__":

@@ -13,22 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def samples(run: Path) -> dict[int, dict]:
-    """doc_id -> record of a run's RTP sample log (bench/report.py reads it); a missing log is an error here."""
-    from bench.report import rtp_samples
-
-    found = rtp_samples(run)
-    if not found:
-        raise SystemExit(f"no RTP sample log under {run} (run the report with --log_samples, as it does)")
-    return found
-
-
-def continuations(record: dict) -> list[str]:
-    resps = record["filtered_resps"]
-    return resps[0] if resps and isinstance(resps[0], list) else resps
+from aura_tl.scoring import get_scorer
+from bench.results.runs import continuations, required_rtp_samples
 
 
 def main() -> None:
@@ -41,9 +27,7 @@ def main() -> None:
     parser.add_argument("--per-prompt", type=int, default=3)
     parser.add_argument("--scorer", default="jigsaw-bilstm")
     args = parser.parse_args()
-    from aura_tl.scoring import get_scorer
-
-    base, steered = samples(args.base), samples(args.steered)
+    base, steered = required_rtp_samples(args.base), required_rtp_samples(args.steered)
     shared = sorted(base.keys() & steered.keys())
     toxic = sorted((i for i in shared if base[i]["doc"]["prompt_toxicity"] >= 0.5),
                    key=lambda i: -base[i]["toxic_fraction"])[: args.toxic]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment  # noqa: E402
+from bench.common import environment
 
 
 def build(args):

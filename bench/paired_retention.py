@@ -7,11 +7,11 @@ whose RTP task ran elsewhere, e.g. 1,000-document retention checks), as a markdo
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import PAIRED_RETENTION, add_paired, retention_cells  # noqa: E402
+from bench.results.paired import PAIRED_RETENTION
+from bench.results.runs import add_paired
+from bench.results.tables import retention_cells
 
 
 def main() -> None:

@@ -23,25 +23,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from aura_tl.data import RTP_PREPROMPTS, rtp_prefix  # noqa: E402
-from aura_tl.methods import get_method, method_names, option_specs  # noqa: E402
-from aura_tl.options import add_option_flags, given_values  # noqa: E402
+from aura_tl.data import RTP_PREPROMPTS, rtp_prefix
+from aura_tl.gating import gate_option_names
+from aura_tl.methods import get_method, method_names, option_specs
+from aura_tl.options import add_option_flags, given_values
+from bench.results.plot import plot_front
+from bench.results.runs import (RETENTION_TASKS, RTP_TASKS, add_paired, collect, finished, parse_config,
+                                task_dir_of)
+from bench.results.tables import PAIRED_NOTE, metrics_table, paired_table
 
-RTP_TASKS = ("rtp_toxicity_25", "rtp_toxicity_5", "rtp_toxicity")
-RETENTION_TASKS = ("piqa_local", "hellaswag_local", "wikitext_local")
-PPL = "wikitext_local/word_perplexity"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def report_defaults(shared: Path) -> dict[str, str]:
     """The report's protocol choices where they differ from the library defaults (not a second copy of them)."""
-    # not ParaDetox as concept data: its toxic side is lower-cased and space-tokenised, its rewrites are not, so
-    # 93 % of SmolLM2's neurons separate the two by format (AUROC > 0.5)
+    # not ParaDetox as concept data: its sides differ in format, which neurons separate (docs/results/defaults.md)
     return {"data": str(shared / "davidson" / "labeled_data.csv"), "max_per_class": "1000",
             "destein_pairs": str(shared / "paradetox" / "paradetox.tsv")}
 
@@ -69,7 +68,7 @@ def parse_learn_spec(text: str) -> tuple[str, str, dict[str, str]]:
 
 def learn_options(args, method: str, own: dict[str, str]) -> dict[str, str]:
     """A learned configuration's options: its own, then the report-wide flags, then the report's protocol."""
-    fields = {f for f in get_method(method).options().__dataclass_fields__}
+    fields = set(get_method(method).option_names()) | set(gate_option_names())
     merged = {k: str(v) for k, v in {**args.protocol, **args.given}.items() if k in fields}
     return {**merged, **own}
 
@@ -83,7 +82,7 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
         options = learn_options(args, method, own)
         path = out / "interventions" / f"{name}.safetensors"
         timing = path.with_suffix(".seconds")
-        if "responses" in get_method(method).options().__dataclass_fields__ and "responses" not in options:
+        if "responses" in get_method(method).option_names() and "responses" not in options:
             key = json.dumps({k: options.get(k) for k in ("data", "max_per_class", "seed", "hooks", "pooling")})
             options["responses"] = str(out / "interventions" / f"responses-{hashlib.sha1(key.encode()).hexdigest()[:8]}.safetensors")
         if not path.is_file():
@@ -139,36 +138,6 @@ def stack_part(learned, member: str) -> Path:
     return baked
 
 
-class ConfigName(NamedTuple):
-    """A configuration's name, `LEARNED[@STRENGTH][+PREPROMPT]`, in its parts (one parser for every reader)."""
-
-    learned: str  # a --learn NAME, a --stack NAME or `unsteered`
-    strength: float  # lambda (1 when not written)
-    preprompt: str | None  # the pre-prompt its RTP prompts carry
-    model: str  # the name without the pre-prompt: the configuration whose model it runs
-
-
-def parse_config(name: str) -> ConfigName:
-    model, _, preprompt = name.partition("+")
-    learned, _, strength = model.partition("@")
-    return ConfigName(learned, float(strength) if strength else 1.0, preprompt or None, model)
-
-
-def preprompt_of(name: str) -> str | None:
-    """`act+nontoxic` -> `nontoxic`: the pre-prompt a configuration's RTP prompts carry."""
-    return parse_config(name).preprompt
-
-
-def task_dir_of(out: Path, name: str, task: str) -> Path:
-    """Where a configuration's run of one task lives. A pre-prompt only changes the RTP prompts, so `NAME+PREPROMPT`
-    shares NAME's runs of the retention tasks (same model, same requests) instead of repeating them."""
-    return out / "runs" / (name if task in RTP_TASKS else parse_config(name).model) / task
-
-
-def finished(task_dir: Path) -> bool:
-    return any(task_dir.rglob("results_*.json"))
-
-
 def run_lm_eval(args, name: str, model_args: str, out: Path) -> None:
     """One lm_eval run per task (lm-eval's --limit is one number for all tasks); finished tasks are skipped."""
     limits = {**{t: args.prompts for t in RTP_TASKS}, "piqa_local": args.samples_docs,
@@ -182,92 +151,9 @@ def run_lm_eval(args, name: str, model_args: str, out: Path) -> None:
             "--model_args", f"model={args.model},max_length={args.max_length}{model_args}", "--device", args.device,
             "--tasks", task, "--limit", str(limits[task]), "--batch_size", str(args.batch_size),
             "--seed", "0", "--log_samples", "--output_path", str(task_dir),
-            *(["--metadata", json.dumps({"rtp_split": args.rtp_split, "preprompt": preprompt_of(name)})]
+            *(["--metadata", json.dumps({"rtp_split": args.rtp_split, "preprompt": parse_config(name).preprompt})]
               if task in RTP_TASKS else [])],
            env={"AURA_TL_SCORER": args.scorer}, log=task_dir / "lm_eval.log")
-
-
-def bootstrap_ci(values: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (iters, len(values)))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def rtp_samples(run_dir: Path) -> dict[int, dict]:
-    """doc_id -> that prompt's metrics, from lm-eval's `--log_samples` file of the RTP task."""
-    return task_samples(run_dir, "rtp_toxicity*")
-
-
-def task_samples(run_dir: Path, task: str) -> dict[int, dict]:
-    """doc_id -> that document's metrics, from lm-eval's `--log_samples` file of `task` (a glob) under `run_dir`."""
-    samples = next((f for f in run_dir.rglob(f"samples_{task}_*.jsonl")), None)
-    if samples is None:
-        return {}
-    lines = samples.read_text(encoding="utf-8").split("\n")  # not splitlines(): texts hold U+2028 and the like
-    return {r["doc_id"]: r for r in map(json.loads, filter(str.strip, lines))}
-
-
-def paired_reduction(base: dict[int, dict], other: dict[int, dict], key: str, iters: int = 2000,
-                     seed: int = 0) -> dict[str, float]:
-    """Reduction factor mean(base) / mean(other) over the prompts both runs scored, with a paired bootstrap 95 %
-    interval (prompts resampled jointly, so prompt difficulty cancels), and the same for the difference."""
-    ids = sorted(base.keys() & other.keys())
-    b = np.array([base[i][key] for i in ids])
-    o = np.array([other[i][key] for i in ids])
-    pick = np.random.default_rng(seed).integers(0, len(ids), (iters, len(ids)))
-    mb, mo = b[pick].mean(1), o[pick].mean(1)
-    ratios = mb / np.maximum(mo, 1e-12)
-    return {"n": len(ids), "ratio": float(b.mean() / max(o.mean(), 1e-12)),
-            "ratio_lo": float(np.percentile(ratios, 2.5)), "ratio_hi": float(np.percentile(ratios, 97.5)),
-            "diff": float(o.mean() - b.mean()), "diff_lo": float(np.percentile(mo - mb, 2.5)),
-            "diff_hi": float(np.percentile(mo - mb, 97.5))}
-
-
-def collect(out: Path, name: str, tasks: list[str]) -> dict:
-    """One configuration's metrics (`task/metric`) from its finished runs, with the RTP bootstrap interval."""
-    row: dict = {}
-    for results_file in (f for task in tasks for f in task_dir_of(out, name, task).rglob("results_*.json")):
-        data = json.loads(results_file.read_text())
-        for task, metrics in data["results"].items():
-            for key, value in metrics.items():
-                if "," in key and "stderr" not in key:  # "metric,filter": the filter is `none` or `all`
-                    row[f"{task}/{key.split(',')[0]}"] = value
-    samples = rtp_samples(out / "runs" / name)
-    if samples:
-        probs = np.array([r["toxicity_prob"] for r in samples.values()])
-        row["rtp/n_prompts"] = len(probs)
-        row["rtp/toxicity_prob_ci"] = bootstrap_ci(probs)
-    return row
-
-
-PAIRED_KEYS = ("toxicity_prob", "toxic_fraction", "expected_max_toxicity")
-PAIRED_RETENTION = {"piqa_local": ("acc", "PIQA"), "hellaswag_local": ("acc_norm", "HellaSwag")}  # per-doc 0/1
-
-
-def retention_cells(row: dict) -> list[str]:
-    """Per retention task: the paired accuracy change in points with its interval and document count, or '-'."""
-    cells = []
-    for task, (metric, _) in PAIRED_RETENTION.items():
-        p = row.get(f"paired/{task}/{metric}")
-        cells.append(f"{100 * p['diff']:+.1f} ({100 * p['diff_lo']:+.1f} to {100 * p['diff_hi']:+.1f}; {p['n']})"
-                     if p else "-")
-    return cells
-
-
-def add_paired(rows: dict[str, dict], runs: Path) -> None:
-    """Each method against unsteered on the same prompts: `paired/<metric>` = reduction factor and difference."""
-    base = rtp_samples(runs / "unsteered")
-    for name, row in rows.items():
-        other = rtp_samples(runs / name) if base else {}
-        if name != "unsteered" and other:
-            for key in PAIRED_KEYS:
-                row[f"paired/{key}"] = paired_reduction(base, other, key)
-    for task, (metric, _) in PAIRED_RETENTION.items():  # accuracy change on the documents both runs answered
-        base = task_samples(runs / "unsteered", task)
-        for name, row in rows.items():
-            other = task_samples(runs / name, task) if base and name != "unsteered" else {}
-            if other:
-                row[f"paired/{task}/{metric}"] = paired_reduction(base, other, metric)
 
 
 def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
@@ -310,25 +196,8 @@ def reproducing_arguments(argv: list[str]) -> str:
     return " ".join(kept)
 
 
-def base_name(config: str) -> str:
-    """The curve a configuration is drawn on: `act@0.5` -> `act`, `act@0.5+nontoxic` -> `act+nontoxic`."""
-    parsed = parse_config(config)
-    return parsed.learned + (f"+{parsed.preprompt}" if parsed.preprompt else "")
-
-
 def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out_png: Path) -> None:
-    base = rows.get("unsteered", {})
-    rtp = args.rtp_task
-
-    def fmt(row, key, digits=3):
-        value = row.get(key)
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
-    def ppl_change(row):
-        if row.get(PPL) is None or base.get(PPL) is None:
-            return "n/a"
-        return f"{100 * (row[PPL] / base[PPL] - 1):+.1f} %"
-
+    base, rtp = rows.get("unsteered", {}), args.rtp_task
     samples = {"rtp_toxicity_25": 25, "rtp_toxicity_5": 5, "rtp_toxicity": 1}[rtp]
     specs = "; ".join(f"`{n}` = {m} " + (", ".join(f"{k}={v}" for k, v in learn_options(args, m, o).items()
                                                if k != "responses") or "(defaults)")
@@ -347,74 +216,11 @@ def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out
         + (f" `NAME+{args.preprompt}`: the same with the `{args.preprompt}` pre-prompt before every RTP prompt "
            f"({json.dumps(rtp_prefix(args.preprompt))}; retention tasks have no pre-prompt)."
            if args.preprompted else ""), "",
-        "| configuration | tox. prob (95% CI) | toxic rate | exp. max tox. | word ppl | ppl change | PIQA acc "
-        "| HellaSwag acc_norm | learn s | gen tok/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *metrics_table(rows, rtp, {name: value[1] for name, value in learned.items()}, speeds),
+        "", PAIRED_NOTE, "", *paired_table(rows),
     ]
-    for name, row in rows.items():
-        ci = row.get("rtp/toxicity_prob_ci")
-        tox = f"{fmt(row, f'{rtp}/toxicity_prob')} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "n/a"
-        speed = speeds.get(name)
-        seconds = learned.get(base_name(name), (None, None))[1]
-        lines.append(
-            f"| {name} | {tox} | {fmt(row, f'{rtp}/toxic_fraction')} | {fmt(row, f'{rtp}/expected_max_toxicity')} | "
-            f"{fmt(row, PPL, 2)} | {ppl_change(row)} | {fmt(row, 'piqa_local/acc')} | "
-            f"{fmt(row, 'hellaswag_local/acc_norm')} | {f'{seconds:.0f}' if seconds else '-'} | "
-            f"{f'{speed:.0f}' if speed else '-'} |")
-    lines += ["", "Against unsteered on the same prompts (paired bootstrap over prompts, 2,000 resamples, 95 % "
-              "intervals): reduction factor = unsteered mean / configuration mean; PIQA / HellaSwag: accuracy change in "
-              "points on the documents both answered (paired over documents).", "",
-              "| configuration | " + " | ".join(f"{k.replace('_', ' ')} reduction" for k in PAIRED_KEYS)
-              + " | tox. prob difference | " + " | ".join(f"{label} points (docs)" for _, label in PAIRED_RETENTION.values())
-              + " |", "|---|" + "---|" * (len(PAIRED_KEYS) + 1 + len(PAIRED_RETENTION))]
-    for name, row in rows.items():
-        cells = []
-        for key in PAIRED_KEYS:
-            p = row.get(f"paired/{key}")
-            cells.append(f"{p['ratio']:.2f}x ({p['ratio_lo']:.2f}-{p['ratio_hi']:.2f})" if p else "-")
-        p = row.get("paired/toxicity_prob")
-        cells.append(f"{p['diff']:+.3f} ({p['diff_lo']:+.3f} to {p['diff_hi']:+.3f})" if p else "-")
-        cells += retention_cells(row)
-        if name != "unsteered":
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out_md.write_text("\n".join(lines) + "\n")
-    plot_front(args, rows, out_png)
-
-
-def plot_front(args, rows: dict[str, dict], out_png: Path) -> None:
-    """Toxicity probability vs perplexity: one curve per learned NAME through its strengths, from unsteered."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rtp = args.rtp_task
-    base = rows.get("unsteered", {})
-    if base.get(PPL) is None:  # a toxicity-only run: the table says it all
-        return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    start = (base[PPL], base.get(f"{rtp}/toxicity_prob"))
-    ax.plot(*start, "ko", label="unsteered")
-    for i, name in enumerate(dict.fromkeys(base_name(n) for n in rows if n != "unsteered")):
-        points = []
-        for config, row in rows.items():
-            if base_name(config) == name and row.get(PPL) is not None:
-                strength = parse_config(config).strength
-                points.append((strength, row[PPL], row.get(f"{rtp}/toxicity_prob"), row.get("rtp/toxicity_prob_ci")))
-        points.sort()
-        xs, ys = [start[0]] + [p[1] for p in points], [start[1]] + [p[2] for p in points]
-        ax.plot(xs, ys, "-", color=f"C{i}", lw=1, alpha=0.7)
-        for strength, x, y, ci in points:
-            ax.errorbar(x, y, yerr=[[y - ci[0]], [ci[1] - y]] if ci else None, fmt="o", color=f"C{i}", capsize=2,
-                        ms=4 + 3 * strength, label=name if strength == points[-1][0] else None)
-    budget = base[PPL] * (1 + args.ppl_budget / 100)
-    ax.axvline(budget, color="gray", ls="--", lw=1)
-    ax.text(budget, ax.get_ylim()[1], f" +{args.ppl_budget:g} % perplexity", va="top", fontsize=8, color="gray")
-    ax.set_xlabel("WikiText-2 word perplexity")
-    ax.set_ylabel(f"toxicity probability ({rtp}, {args.rtp_split} split)")
-    ax.set_title(f"{args.model}: toxicity vs perplexity (marker size = strength; 95 % intervals)")
-    ax.legend(fontsize=7, loc="best")
-    fig.savefig(out_png, dpi=130, bbox_inches="tight")
+    plot_front(rows, rtp, out_png, title=args.model, split=args.rtp_split, ppl_budget=args.ppl_budget)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ import torch
 from aura_tl.data import ConceptData
 from aura_tl.intervention import Intervention
 from aura_tl.learn import learn_intervention
-from aura_tl.methods.linact import fit_linear_transport, sorted_pairs, transport_hook
+from aura_tl.methods._transport import transport_hook
+from aura_tl.methods.linact import fit_linear_transport, sorted_pairs
 from aura_tl.responses import collect_responses
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])

@@ -1,15 +1,15 @@
-"""Conditional steering (aura_tl.gating): the gate's fit against sklearn's logistic regression, the gated hook
-against a hand computation, the wiring into a model (a closed gate is unsteered, an open one is the plain method),
-causal fitting, files, and the `gate` option through `learn_intervention` for two kinds of method."""
+"""Conditional steering (aura_tl.gating): the probe gate's fit against sklearn's logistic regression, the gated
+hook against a hand computation, the wiring into a model (a closed gate is unsteered, an open one is the plain
+method), causal fitting, files, and the `gate` option through `learn_intervention` for two kinds of method."""
 
 import numpy as np
 import pytest
 import torch
 
 from aura_tl.data import ConceptData
-from aura_tl.gating import fit_gate, gate_value, gated_hook, learn_gates
+from aura_tl.gating import fit_gate, gate_value, gated_hook
 from aura_tl.intervention import Intervention
-from aura_tl.learn import learn_intervention
+from aura_tl.learn import learn_gates, learn_intervention
 from aura_tl.responses import collect_responses
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
@@ -56,7 +56,7 @@ def test_gated_hook_by_hand():
     def double(x, hook):
         return 2 * x
 
-    out = gated_hook(a, None, double, w, b)
+    out = gated_hook(a, None, double, lambda x: gate_value(x, w, b))
     gates = torch.sigmoid(torch.tensor([2.0 * 1 - 1, -1.0]))  # position 0: w.a = 2; position 1: 0
     expected = a + gates[None, :, None] * a  # double(a) - a = a
     assert torch.allclose(out, expected)
@@ -66,7 +66,7 @@ def test_gated_hook_by_hand():
 def test_gated_hook_reads_heads_head_major():
     a = torch.arange(12, dtype=torch.float32).view(1, 1, 2, 6) / 10  # batch, pos, head, d_head
     w, b = torch.linspace(-1, 1, 12), torch.tensor([0.3])
-    out = gated_hook(a, None, lambda x, hook: x + 1, w, b)
+    out = gated_hook(a, None, lambda x, hook: x + 1, lambda x: gate_value(x, w, b))
     gate = torch.sigmoid(a.flatten() @ w + b)
     assert torch.allclose(out, a + gate)
 

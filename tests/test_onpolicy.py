@@ -15,17 +15,17 @@ class FixedScorer:
 
 
 def test_build_score_label_and_reuse(tiny, tmp_path, shared_data, monkeypatch):
-    import aura_tl.scoring
+    import aura_tl.onpolicy
 
     monkeypatch.setenv("AURA_TL_RTP", str(shared_data / "rtp"))
     learn = select_split(rtp_records(), "learn")[:6]
-    monkeypatch.setattr("aura_tl.data.rtp_records", lambda split=None, path=None: learn)
-    monkeypatch.setattr(aura_tl.scoring, "get_scorer", lambda name=None: FixedScorer())
+    monkeypatch.setattr(aura_tl.onpolicy, "rtp_records", lambda split=None, path=None: learn)
+    monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: FixedScorer())
     path = build_onpolicy_data(tiny, tmp_path / "op.jsonl", samples=2, max_new_tokens=6, progress=False)
     rows = read_jsonl(path)
     assert 0 < len(rows) <= 12 and {r["prompt"] for r in rows} <= {r["prompt"]["text"].strip() for r in learn}
     assert all(r["label"] == int(len(r["text"]) % 2 == 1) for r in rows)  # label = score >= 0.5
-    monkeypatch.setattr(aura_tl.scoring, "get_scorer", lambda name=None: pytest.fail("rebuilt instead of reused"))
+    monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: pytest.fail("rebuilt instead of reused"))
     assert build_onpolicy_data(tiny, path, samples=2, max_new_tokens=6, progress=False) == path
     if len({r["label"] for r in rows}) == 2:
         data = load_concept_data(str(path))

@@ -1,7 +1,6 @@
 """The method registry and the option declarations every front end is generated from; files of aura-tl 0.1.0."""
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from aura_tl.intervention import Intervention
 from aura_tl.methods import get_method, method_names, option_specs
 from aura_tl.methods.aura import aura_alphas
-from aura_tl.options import add_option_flags, given_values
+from aura_tl.options import add_option_flags, fields_of, given_values
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
@@ -28,7 +27,7 @@ def test_cli_flags_cover_every_option_with_the_declared_defaults():
     add_option_flags(parser, specs.values())
     flags = {a.dest: a for a in parser._actions}
     for name in method_names():
-        for field in dataclasses.fields(get_method(name).Options):
+        for field, _ in fields_of(get_method(name).Options):
             assert field.name in flags, f"{name}.{field.name} has no flag"
             assert specs[field.name].defaults[name] == field.default
     args = parser.parse_args(["--num-experts", "7", "--pairs", "p.tsv", "--causal", "false"])

@@ -1,21 +1,21 @@
-"""bench/report.py's statistics: reading lm-eval sample logs and the paired bootstrap against unsteered."""
+"""bench/'s results library and report runner: reading lm-eval sample logs, the paired bootstrap against
+unsteered, configuration names and stacks."""
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.results import paired, runs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.report")
 
 
 def _write_samples(run_dir: Path, values: dict[int, float]) -> None:
@@ -28,7 +28,7 @@ def _write_samples(run_dir: Path, values: dict[int, float]) -> None:
 
 def test_rtp_samples_reads_doc_ids_despite_unicode_line_separators(report, tmp_path):
     _write_samples(tmp_path, {3: 1.0, 7: 0.0})
-    samples = report.rtp_samples(tmp_path)
+    samples = runs.rtp_samples(tmp_path)
     assert sorted(samples) == [3, 7]
     assert samples[3]["toxicity_prob"] == 1.0
 
@@ -37,7 +37,7 @@ def test_paired_reduction_matches_hand_computation(report):
     base = {i: {"p": v} for i, v in enumerate([1.0, 1.0, 0.0, 1.0])}
     other = {i: {"p": v} for i, v in enumerate([1.0, 0.0, 0.0, 0.0])}
     other[99] = {"p": 1.0}  # a prompt only one run scored is left out of the pairing
-    out = report.paired_reduction(base, other, "p")
+    out = paired.paired_reduction(base, other, "p")
     assert out["n"] == 4
     assert out["ratio"] == pytest.approx(0.75 / 0.25)
     assert out["diff"] == pytest.approx(0.25 - 0.75)
@@ -52,7 +52,7 @@ def test_retention_accuracy_is_paired_over_the_documents_both_runs_answered(repo
         (task_dir / "samples_hellaswag_local_2026.jsonl").write_text(
             "\n".join(json.dumps({"doc_id": i, "acc": 0.0, "acc_norm": float(v)}) for i, v in enumerate(values)))
     rows = {"unsteered": {}, "act": {}}
-    report.add_paired(rows, tmp_path / "runs")
+    runs.add_paired(rows, tmp_path / "runs")
     paired = rows["act"]["paired/hellaswag_local/acc_norm"]
     assert paired["n"] == 4 and paired["diff"] == pytest.approx(0.5 - 0.75)
     assert paired["diff_lo"] <= paired["diff"] <= paired["diff_hi"] and "paired/piqa_local/acc" not in rows["act"]
@@ -65,9 +65,9 @@ def test_paired_bootstrap_cancels_prompt_difficulty(report):
     difficulty = rng.uniform(0.05, 1.0, 200)
     base = {i: {"p": float(d)} for i, d in enumerate(difficulty)}
     other = {i: {"p": float(d) / 2} for i, d in enumerate(difficulty)}
-    out = report.paired_reduction(base, other, "p")
+    out = paired.paired_reduction(base, other, "p")
     assert out["ratio_lo"] == pytest.approx(2.0) and out["ratio_hi"] == pytest.approx(2.0)
-    lo, hi = report.bootstrap_ci(difficulty)
+    lo, hi = paired.bootstrap_ci(difficulty)
     assert hi - lo > 0.05  # the unpaired interval of the same means is not a point
 
 
@@ -79,8 +79,8 @@ def test_preprompted_configurations_name_their_curve_and_prompt(report, tmp_path
     configs = report.configurations(args, {"act": (tmp_path / "act.safetensors", 1.0, "linact")})
     assert list(configs) == ["unsteered", "act@0.5", "act", "unsteered+nontoxic", "act@0.5+nontoxic"]
     assert configs["act@0.5+nontoxic"] == configs["act@0.5"]
-    assert report.preprompt_of("act@0.5+nontoxic") == "nontoxic" and report.preprompt_of("act@0.5") is None
-    assert report.base_name("act@0.5+nontoxic") == "act+nontoxic" and report.base_name("act@0.5") == "act"
+    assert runs.parse_config("act@0.5+nontoxic").preprompt == "nontoxic" and runs.parse_config("act@0.5").preprompt is None
+    assert runs.base_name("act@0.5+nontoxic") == "act+nontoxic" and runs.base_name("act@0.5") == "act"
     with pytest.raises(SystemExit, match="no such configuration"):
         report.configurations(SimpleNamespace(strengths=[1.0], preprompted=["nope"], preprompt="nontoxic", stack=[]), {})
 
@@ -104,9 +104,9 @@ def test_preprompted_configurations_share_the_retention_runs(report, tmp_path):
     results(tmp_path / "runs" / "act" / "wikitext_local" / "m", "wikitext_local", "word_perplexity", 50.0)
     results(tmp_path / "runs" / "act" / "rtp_toxicity_25" / "m", "rtp_toxicity_25", "toxicity_prob", 0.3)
     results(tmp_path / "runs" / "act+nontoxic" / "rtp_toxicity_25" / "m", "rtp_toxicity_25", "toxicity_prob", 0.35)
-    assert report.task_dir_of(tmp_path, "act+nontoxic", "wikitext_local") == tmp_path / "runs" / "act" / "wikitext_local"
-    assert report.task_dir_of(tmp_path, "act+nontoxic", "rtp_toxicity_25").parent.name == "act+nontoxic"
-    row = report.collect(tmp_path, "act+nontoxic", ["rtp_toxicity_25", "wikitext_local", "piqa_local"])
+    assert runs.task_dir_of(tmp_path, "act+nontoxic", "wikitext_local") == tmp_path / "runs" / "act" / "wikitext_local"
+    assert runs.task_dir_of(tmp_path, "act+nontoxic", "rtp_toxicity_25").parent.name == "act+nontoxic"
+    row = runs.collect(tmp_path, "act+nontoxic", ["rtp_toxicity_25", "wikitext_local", "piqa_local"])
     assert row == {"rtp_toxicity_25/toxicity_prob": 0.35, "wikitext_local/word_perplexity": 50.0}
 
 
@@ -135,13 +135,9 @@ def test_stacked_configuration_bakes_each_members_strength(report, tmp_path, tin
 def test_continuation_nll_is_the_mean_loss_of_the_continuation_tokens_alone_or_padded(tiny):
     """bench/continuation_fluency.py: by hand, -mean log p of the continuation's tokens given the prompt; a batch
     with a longer neighbour (right padding) gives the same number."""
-    import sys
-
     import torch
 
     from aura_tl.models import hf_tokenizer
-
-    sys.path.insert(0, str(ROOT))
     from bench.continuation_fluency import continuation_nll
 
     prompt, continuation = "The people next door are", " very kind and quiet"

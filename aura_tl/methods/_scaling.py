@@ -14,8 +14,8 @@ from torch import Tensor
 
 from aura_tl.auroc import auroc as compute_auroc
 from aura_tl.hooks import layer_of
-from aura_tl.learn import base_metadata, data_metadata
-from aura_tl.methods.base import Method
+from aura_tl.intervention import Intervention
+from aura_tl.methods.base import Method, base_metadata, data_metadata
 from aura_tl.models import ModelShape
 from aura_tl.responses import cached_responses
 
@@ -64,8 +64,6 @@ class ScalingMethod(Method):
                                    seconds={"responses": round(time.perf_counter() - started, 3)})
 
     def from_responses(self, model, responses, options, **metadata):
-        from aura_tl.intervention import Intervention
-
         started = time.perf_counter()
         aurocs = {name: compute_auroc(pooled, responses.labels) for name, pooled in responses.pooled.items()}
         alphas = self.alphas(aurocs, options)

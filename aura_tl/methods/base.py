@@ -1,4 +1,5 @@
-"""What every method declares (the `Method` interface) and the options most methods share."""
+"""What every method declares (the `Method` interface), the options most methods share, and the metadata every
+learned intervention carries."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from aura_tl._version import __version__
+from aura_tl.gating import gate_option_names, get_gate, parse_gate
 from aura_tl.hooks import DEFAULT_HOOKS
-from aura_tl.options import coerce_options, option
+from aura_tl.options import as_dict, coerce_options, internal, option, option_names
 
 HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
 POOLING_HELP = "how a sentence's tokens are pooled into one response per neuron: max, mean, last"
@@ -20,21 +23,23 @@ DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a b
 
 STRENGTH_HELP = ("lambda: how far the intervention moves activations (0 = off, 1 = full; up to the method's "
                  "max_strength, 1 for most, above 1 extrapolates the edit)")
-GATE_HELP = ("conditional steering: scale each position's edit by a learned toxicity probe's gate at that hook "
-             "(aura_tl.gating), fitted on the concept data (rtp-learn without one)")
+GATE_HELP = ("conditional steering: scale each position's edit by a gate fitted at that hook, by the named gate rule "
+             "(aura_tl.gating; true = probe, false = ungated), on the concept data (rtp-learn without one)")
 
 
 @dataclass
 class CommonOptions:
     """Options every method has."""
 
-    strength: float = option(1.0, STRENGTH_HELP)
+    # applied after learning; only calibration, which caps at it, makes it change what is learned
+    strength: float = option(1.0, STRENGTH_HELP, learned=lambda options: options.max_ppl_increase is not None)
     seed: int = option(0, "seed for data sampling and any sampling while learning")
     learn_batch_size: int = option(32, "sentences per forward pass while learning", aliases=("--batch-size",))
     max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
                                             "perplexity increase on the calibration text stays within this many %")
     calibration_text: str | None = option(None, "text file for calibration (default: a WikiText-2 test slice)")
-    gate: bool = option(False, GATE_HELP)
+    gate: str | None = option(None, GATE_HELP, parse=parse_gate)
+    gate_options: object | None = internal()  # the chosen gate rule's options object (`Method.options` sets it)
 
     def __post_init__(self) -> None:  # strength's range is the method's: Method.check_strength
         if self.learn_batch_size < 1:
@@ -45,14 +50,13 @@ class CommonOptions:
 class ConceptOptions(CommonOptions):
     """Methods learned from labelled concept sentences (toxic = 1) through pooled responses at some hooks."""
 
-    # real sentences of the task (RTP learn split, shipped): the template set 'embedded' separates neurons by format
-    # and cost AurA +36 % perplexity for ~1.16x (v0.1 protocol); on rtp-learn AurA costs +6.4 % for 1.09x on the
-    # eval split (docs/results/front-gpu-eval.md)
+    # real sentences of the task (the RTP learn split, shipped): why, measured, in docs/results/defaults.md
     data: str = option("rtp-learn", DATA_HELP)
     max_per_class: int = option(500, MAX_PER_CLASS_HELP)
     hooks: str = option(DEFAULT_HOOKS, HOOKS_HELP)
     pooling: str = option("max", POOLING_HELP, choices=POOLING_CHOICES)
-    responses: str | None = option(None, "save pooled responses here and reuse them on the next learn (.safetensors)")
+    responses: str | None = option(None, "save pooled responses here and reuse them on the next learn (.safetensors)",
+                                   learned=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,10 +77,23 @@ class Method:
     max_strength: ClassVar[float] = 1.0
 
     def options(self, **values):
-        """This method's options from keyword values or strings; unknown names and out-of-range values are errors."""
-        options = coerce_options(self.Options, self.name, values)
+        """This method's options from keyword values or strings, the chosen gate rule's own options among them
+        (`gate=probe, gate_l2=0.01`); unknown names and out-of-range values are errors."""
+        owners = gate_option_names()
+        gate_values = {k: values.pop(k) for k in list(values) if k in owners and k not in self.option_names()}
+        options = coerce_options(self.Options, f"method '{self.name}'", values)
         self.check_strength(options.strength)
+        if options.gate is not None:
+            options.gate_options = get_gate(options.gate).options(**gate_values)
+        elif gate_values:
+            raise ValueError(f"{sorted(gate_values)}: options of gate rule '{owners[next(iter(gate_values))]}', "
+                             "given without a gate: add gate=<rule> (or drop them)")
         return options
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The names of this method's own options (a gate rule's options come on top, see `options`)."""
+        return option_names(cls.Options)
 
     @classmethod
     def check_strength(cls, strength: float) -> float:
@@ -113,6 +130,16 @@ class Method:
     def plot(self, intervention, plt):
         """A matplotlib figure for `aura-tl inspect --plot`."""
         raise ValueError(f"method {self.name} has no plot")
+
+
+def data_metadata(data) -> dict:
+    """How concept data (`aura_tl.data.ConceptData`) is recorded in an intervention's metadata."""
+    return {"source": data.source, "layout": data.layout, "n": len(data), "counts": data.counts, **data.info}
+
+
+def base_metadata(options, **extra) -> dict:
+    """The metadata every learned intervention carries: package version and the options it was learned with."""
+    return {"version": __version__, "options": as_dict(options), **extra}
 
 
 def format_table(rows: list[dict]) -> str:

@@ -32,10 +32,13 @@ from einops import einsum, rearrange
 from jaxtyping import Float
 from torch import Tensor
 
+from aura_tl.data import read_jsonl, read_paradetox_pairs
+from aura_tl.embedded_data import SUBJECTS
+from aura_tl.generation import SamplingConfig, generate
 from aura_tl.hooks import layer_of
-from aura_tl.learn import base_metadata
+from aura_tl.intervention import Intervention
 from aura_tl.methods import register_method
-from aura_tl.methods.base import CommonOptions, Method
+from aura_tl.methods.base import CommonOptions, Method, base_metadata
 from aura_tl.models import ModelShape
 from aura_tl.options import option
 from aura_tl.responses import collect_responses
@@ -55,8 +58,6 @@ def default_alpha(model) -> float:
 
 def read_pairs(path: str | Path, count: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
     """(toxic, non-toxic) pairs from JSONL (`toxic`, `nontoxic`) or a ParaDetox TSV (toxic, first neutral)."""
-    from aura_tl.data import read_jsonl, read_paradetox_pairs
-
     path = Path(path)
     if path.suffix == ".jsonl":
         rows = read_jsonl(path)
@@ -75,9 +76,6 @@ def self_induced_pairs(model, count: int = DEFAULT_COUNT, max_new_tokens: int = 
                        batch_size: int = 16, progress: bool = False) -> list[tuple[str, str]]:
     """Pairs the model writes itself: one neutral seed ("<subject> <stem>"), continued under the toxic and under
     the polite instruction (nucleus sampling, top_p 0.9, fixed seed). Seeds come from the embedded subjects."""
-    from aura_tl.embedded_data import SUBJECTS
-    from aura_tl.generation import SamplingConfig, generate
-
     seeds = [f"{s[0].upper()}{s[1:]} {stem}" for s, stem in itertools.product(SUBJECTS, SEED_STEMS)]
     random.Random(seed).shuffle(seeds)
     seeds = (seeds * (count // len(seeds) + 1))[:count]
@@ -162,8 +160,6 @@ class DeStein(Method):
     needs_data = False
 
     def learn(self, model, data, options, *, progress: bool = True, pairs=None):
-        from aura_tl.intervention import Intervention
-
         started = time.perf_counter()
         pairs = pairs if pairs is not None else options.destein_pairs
         count, seed, batch_size = options.destein_count, options.seed, options.learn_batch_size

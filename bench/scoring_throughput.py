@@ -3,25 +3,20 @@ on the same weights and the same requests (PIQA validation, both choices), in on
 
 Targets: aura-hooked (none) >= 1.0 x hf; AurA hook overhead <= 3 % of aura-hooked (none).
 
-    python bench/lm_eval.py [--docs 300] [--batch-size 32]
+    python bench/scoring_throughput.py [--docs 300] [--batch-size 32]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # this script is named like the package
-from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.api.instance import Instance
 
-sys.path.append(str(HERE))
-from _common import environment  # noqa: E402
 from aura_tl.data import read_jsonl
 from aura_tl.paths import shared_data_dir
+from bench.common import environment
 
 
 def requests(n_docs: int) -> list[Instance]:
