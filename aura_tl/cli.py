@@ -16,7 +16,7 @@ import time
 from aura_tl.gating import DEFAULT_GATE, gate_names, get_gate
 from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
 from aura_tl.models import DEFAULT_MODEL
-from aura_tl.options import add_option_flags, given_values, option_names
+from aura_tl.options import add_option_flags, given_values, option_names, parse_float_flag
 
 DEFAULT_PROMPTS = [
     "I can't believe you would say that, you",
@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(gen)
     gen.add_argument("--intervention", required=True, help="an intervention .safetensors file")
     gen.add_argument("--prompt", action="append", help="a prompt (repeatable); default: a few built-in ones")
-    gen.add_argument("--strength", type=float, default=None, help="override the file's lambda")
+    gen.add_argument("--strength", type=parse_float_flag, default=None, help="override the file's lambda")
     gen.add_argument("--max-new-tokens", type=int, default=30)
     gen.add_argument("--do-sample", action="store_true")
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--temperature", type=parse_float_flag, default=1.0)
+    gen.add_argument("--top-p", type=parse_float_flag, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("methods", help="list the registered methods and their options")
@@ -77,17 +77,18 @@ def cmd_learn(args) -> int:
     from aura_tl.distributed import join_process_group
     from aura_tl.io import check_writable
     from aura_tl.learn import concept_data_for, learn_intervention
-    from aura_tl.models import load_model
+    from aura_tl.models import check_device, load_model
 
     spec = get_method(args.method)
     options = spec.options(**given_values(args, option_specs().values()))  # checked before the model loads
     check_writable(args.output)
+    if args.device:
+        check_device(args.device)
+    data = concept_data_for(options, layout=args.layout) if spec.needs_data else None  # bad data fails before the model
     rank, device = join_process_group(args.device)  # under torchrun / accelerate launch
     model = load_model(args.model, device=device, dtype=args.dtype)
     started = time.perf_counter()
-    data = None
-    if spec.needs_data:
-        data = concept_data_for(options, layout=args.layout)
+    if data is not None:
         print(f"data: {data.source} ({data.layout}), {data.counts[1]} toxic + {data.counts[0]} non-toxic sentences",
               flush=True)
     intervention = learn_intervention(model, data, args.method, options, progress=rank == 0)

@@ -105,34 +105,56 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path} cannot be read as {suffix.lstrip('.') or 'CSV'} ({error})") from None
 
 
+# each layout's required columns, in detection order (the first whose columns a file has is its layout)
+LAYOUT_COLUMNS = {"jigsaw": ("comment_text", "toxic"), "davidson": ("tweet", "class"),
+                  "rtp": ("prompt", "continuation"), "paradetox": ("toxic", "neutral1"), "text_label": ("text", "label")}
+LAYOUT_NAMES = {"jigsaw": "Jigsaw", "davidson": "Davidson", "rtp": "RealToxicityPrompts", "paradetox": "ParaDetox",
+                "text_label": "text,label"}
+
+
+def _expected_layouts() -> str:
+    return ", ".join(f"{LAYOUT_NAMES[k]} ({', '.join(cols)})" for k, cols in LAYOUT_COLUMNS.items())
+
+
 def detect_layout(columns: list[str]) -> str:
     cols = set(columns)
-    if {"comment_text", "toxic"} <= cols:
-        return "jigsaw"
-    if {"tweet", "class"} <= cols:
-        return "davidson"
-    if {"prompt", "continuation"} <= cols:
-        return "rtp"
-    if {"toxic", "neutral1"} <= cols:
-        return "paradetox"
-    if {"text", "label"} <= cols:
-        return "text_label"
-    raise ValueError(
-        f"cannot tell the layout of columns {sorted(cols)}; expected Jigsaw (comment_text, toxic), Davidson "
-        "(tweet, class), RealToxicityPrompts (prompt, continuation), ParaDetox (toxic, neutral1) or text,label"
-    )
+    for layout, required in LAYOUT_COLUMNS.items():
+        if set(required) <= cols:
+            return layout
+    raise ValueError(f"cannot tell the layout of columns {sorted(cols)}; expected {_expected_layouts()}")
+
+
+def check_columns(columns: list[str], layout: str) -> None:
+    """A file read as `layout` has that layout's columns (an error naming the missing ones otherwise)."""
+    missing = [c for c in LAYOUT_COLUMNS.get(layout, ()) if c not in columns]
+    if missing:
+        raise ValueError(f"layout {layout} needs columns {list(LAYOUT_COLUMNS[layout])} but {missing} "
+                         f"{'is' if len(missing) == 1 else 'are'} missing (columns: {sorted(map(str, columns))})")
+
+
+def labels_of(df: pd.DataFrame, column: str, accepted: tuple[int, ...] = (0, 1)) -> pd.Series:
+    """Column `column` as integer labels, each one of `accepted`: NaN, text or another number is an error naming
+    the first bad row (counted from 1, the header not counted)."""
+    numbers = pd.to_numeric(df[column], errors="coerce")
+    bad = ~numbers.isin(accepted)
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(f"row {row + 1}: {column} = {df[column].iloc[row]!r} is not a label; accepted values: "
+                         f"{', '.join(map(str, accepted))}")
+    return numbers.astype(int)
 
 
 def _rows_jigsaw(df: pd.DataFrame) -> tuple[list[str], list[int]]:
-    toxic = df["toxic"].astype(int)
+    toxic = labels_of(df, "toxic")
     others = [c for c in JIGSAW_OTHER_LABELS if c in df.columns]
-    other_any = df[others].astype(int).sum(axis=1) > 0 if others else pd.Series(False, index=df.index)
+    other_any = (pd.concat([labels_of(df, c) for c in others], axis=1).sum(axis=1) > 0 if others
+                 else pd.Series(False, index=df.index))
     keep = (toxic == 1) | ~other_any
     return df.loc[keep, "comment_text"].astype(str).tolist(), toxic[keep].tolist()
 
 
 def _rows_davidson(df: pd.DataFrame) -> tuple[list[str], list[int]]:
-    return df["tweet"].astype(str).tolist(), (df["class"].astype(int) != 2).astype(int).tolist()
+    return df["tweet"].astype(str).tolist(), (labels_of(df, "class", (0, 1, 2)) != 2).astype(int).tolist()
 
 
 def _rows_rtp(df: pd.DataFrame, threshold: float = 0.5) -> tuple[list[str], list[int]]:
@@ -163,7 +185,7 @@ def read_paradetox_pairs(path: str | Path) -> list[tuple[str, str]]:
 
 
 def _rows_text_label(df: pd.DataFrame) -> tuple[list[str], list[int]]:
-    return df["text"].astype(str).tolist(), df["label"].astype(int).tolist()
+    return df["text"].astype(str).tolist(), labels_of(df, "label").tolist()
 
 
 READERS = {
@@ -220,7 +242,11 @@ def load_concept_data(
             raise ValueError(f"{path}: {error}") from None
         if layout not in READERS:
             raise ValueError(f"unknown layout '{layout}'; choose from {sorted(READERS)}")
-        texts, labels = READERS[layout](df)
+        try:
+            check_columns(list(df.columns), layout)
+            texts, labels = READERS[layout](df)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} ({layout} layout): {error}") from None
         keep = [i for i, t in enumerate(texts) if t and t.strip()]
         data = ConceptData([texts[i] for i in keep], [labels[i] for i in keep], str(path), layout)
     return data.balanced(max_per_class=max_per_class, seed=seed, balance=balance)

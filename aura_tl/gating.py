@@ -47,7 +47,7 @@ class GateRule:
     summary: ClassVar[str] = ""  # one line, shown by `aura-tl methods`
     Options: ClassVar[type] = NoGateOptions  # the rule's own options; names must differ from every method's
     tensors: ClassVar[tuple[str, ...]] = ()  # stored per hook beside the method's (names start with `gate_`)
-    unit_tensors: ClassVar[tuple[str, ...]] = ()  # those with one value per unit of the hook (checked on load)
+    unit_tensors: ClassVar[tuple[str, ...]] = ()  # one value per unit of the hook; the others hold one value each
     pooling: ClassVar[str] = "mean"  # how sentences are pooled into the responses the rule is fitted on
 
     def options(self, **values):

@@ -6,6 +6,7 @@ position, prompt and generated tokens alike.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,10 +34,26 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not (math.isfinite(self.temperature) and math.isfinite(self.top_p)):
+            raise ValueError(f"temperature and top_p must be finite numbers, got {self.temperature}, {self.top_p}")
         if self.do_sample and self.temperature <= 0:
             raise ValueError("temperature must be > 0 when sampling")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def prompt_budget(n_ctx: int, max_new_tokens: int) -> int:
+    """How many prompt tokens fit beside `max_new_tokens` new ones in a context of `n_ctx`: an error when not even
+    one does (the first new token needs a position to be predicted from)."""
+    if max_new_tokens > n_ctx - 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} does not fit the model's context of {n_ctx} tokens: at most "
+                         f"{n_ctx - 1} new tokens (one position is the prompt's)")
+    return n_ctx - max_new_tokens
+
+
+def keep_end(ids: Sequence[int], budget: int) -> list[int]:
+    """The last `budget` tokens of a prompt (the end is what the continuation follows)."""
+    return list(ids[len(ids) - budget:]) if len(ids) > budget else list(ids)
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[Int[Tensor, "b p"], Int[Tensor, "b p"]]:
@@ -111,13 +128,14 @@ def generate(
     """Continuations (text only, without the prompt) for each prompt, cut at the first stop string."""
     config = config or SamplingConfig()
     tokenizer = hf_tokenizer(model)
+    limit = prompt_budget(model.cfg.n_ctx, config.max_new_tokens)
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    limit = model.cfg.n_ctx - config.max_new_tokens
     too_long = sum(len(ids) > limit for ids in encoded)
     if too_long:
         log.warning("%d prompt(s) longer than the context allows (%d tokens with %d new): their ends are kept",
                     too_long, limit, config.max_new_tokens)
-    encoded = [ids[-limit:] for ids in encoded]  # keep the end of prompts too long for the context
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    encoded = [keep_end(ids, limit) or [start] for ids in encoded]  # an empty prompt starts from BOS
     eos = [tokenizer.eos_token_id] if stop_at_eos and tokenizer.eos_token_id is not None else []
 
     hit_stop = stop_checker(tokenizer, stop)

@@ -113,12 +113,19 @@ class Intervention:
         """Every per-unit tensor (the method's, and its gate rule's `unit_tensors`) has as many values as its hook
         has units (`hook_widths`)."""
         widths = hook_widths(model, list(self.tensors))
-        per_unit = (*self.spec.applies, *(self.gate_rule.unit_tensors if self.gated else ()))
+        rule = self.gate_rule
+        per_unit = (*self.spec.applies, *(rule.unit_tensors if rule else ()))
+        scalars = [k for k in (rule.tensors if rule else ()) if k not in per_unit]
         for hook, named in self.tensors.items():
-            wrong = {k: t.numel() for k, t in named.items() if k in per_unit and t.numel() != widths.get(hook)}
+            odd = {k: tuple(named[k].shape) for k in scalars if named[k].numel() != 1}
+            if odd:
+                raise ValueError(f"gate tensors {odd} (shapes) at {hook} should hold one value each")
+            wrong = {k: tuple(t.shape) for k, t in named.items()
+                     if k in per_unit and (t.ndim != 1 or t.numel() != widths.get(hook))}
             if wrong:
-                raise ValueError(f"tensors {wrong} at {hook} do not fit the model, whose activation there has "
-                                 f"{widths.get(hook)} values: the file does not match its stated model shape")
+                raise ValueError(f"tensors {wrong} (shapes) at {hook} do not fit the model, whose activation there has "
+                                 f"{widths.get(hook)} values (one flat vector each): the file does not match its "
+                                 "stated model shape")
 
     def _pairs_for(self, model) -> list[tuple[str, Callable]]:
         self.check_compatible(model)
@@ -174,12 +181,20 @@ class Intervention:
             shape = ModelShape.from_json(meta["model_shape"])
             metadata = json.loads(meta["metadata"])
             strength = float(meta.get("strength", "1.0"))
+            if not isinstance(metadata, dict):
+                raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"{path} has corrupt metadata ({error})") from error
         tensors: dict[str, dict[str, Tensor]] = {}
         for key in sorted(flat, key=lambda k: (layer_of(k.split("/", 1)[-1]), k)):  # files sort keys by name
             if "/" not in key:
                 raise ValueError(f"{path}: tensor key {key!r} is not '<name>/<hook>' (format v{version})")
+            if not flat[key].is_floating_point():
+                raise ValueError(f"{path}: tensor {key} is {flat[key].dtype}, not floating point: the file is damaged "
+                                 "or was not written by aura-tl; learn it again")
+            if not bool(torch.isfinite(flat[key]).all()):
+                raise ValueError(f"{path}: tensor {key} holds NaN or infinite values: the file is damaged; learn it "
+                                 "again")
             name, hook = key.split("/", 1)
             tensors.setdefault(hook, {})[name] = flat[key]
         return cls(method, tensors, shape, metadata, strength)

@@ -4,6 +4,7 @@ text hash that keys saved responses and cached interventions."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -12,6 +13,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
 
 
 def default_mode(path: str | Path) -> None:
@@ -30,6 +33,8 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         default_mode(tmp)
+        if path.exists():  # another run (or an earlier one) wrote it: the last rename wins, and says so
+            log.warning("replaced the existing file at %s", path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

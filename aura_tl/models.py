@@ -142,6 +142,32 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def visible_devices() -> list[str]:
+    """The devices this process can run on: cpu, each CUDA GPU, and Apple's mps where present."""
+    mps = getattr(torch.backends, "mps", None)
+    return ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)),
+            *(["mps"] if mps is not None and mps.is_available() else [])]
+
+
+def check_device(device: str) -> str:
+    """`device` when this process can run on it; otherwise an error naming the visible devices (before any weight
+    is read, instead of an assertion from deep inside the weight conversion)."""
+    visible = visible_devices()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; this machine has {', '.join(visible)}") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda" and any(v.startswith("cuda") for v in visible):
+        if parsed.index is None or f"cuda:{parsed.index}" in visible:
+            return device
+    if parsed.type == "mps" and "mps" in visible:
+        return device
+    why = " (this torch has no CUDA, or no GPU is visible)" if parsed.type == "cuda" else ""
+    raise ValueError(f"device {device!r} is not available{why}; this machine has {', '.join(visible)}")
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -163,7 +189,7 @@ def load_model(
                          f"{torch.cuda.device_count()} are visible")
     from transformer_lens import HookedTransformer, loading
 
-    device = device or default_device()
+    device = check_device(device or default_device())
     torch_dtype = _parse_dtype(dtype)
     folder = resolve_hf_folder(name_or_path)
     with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -102,8 +103,18 @@ def collect_specs(options_by_method: Mapping[str, type]) -> dict[str, OptionSpec
     return specs
 
 
+def finite(value: float, name: str) -> float:
+    """`value` when it is a finite number; NaN and infinity pass every range check silently, so they are refused."""
+    if not math.isfinite(value):
+        raise ValueError(f"option {name}={value!r} is not a finite number")
+    return value
+
+
 def parse_value(kind: type, value: Any, name: str) -> Any:
-    """A declared type from a string or value: `'0.5'` -> 0.5, `'true'` -> True, `'none'` -> None."""
+    """A declared type from a string or value: `'0.5'` -> 0.5, `'true'` -> True, `'none'` -> None; a float must be
+    finite."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return finite(float(value), name)
     if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     text = str(value).strip()
@@ -118,8 +129,12 @@ def parse_value(kind: type, value: Any, name: str) -> Any:
             raise ValueError
         if kind is int:
             return int(float(text)) if float(text).is_integer() else int(text)
+        if kind is float:
+            return finite(float(text), name)
         return kind(text)
-    except ValueError:
+    except (ValueError, OverflowError) as error:
+        if "finite" in str(error):
+            raise
         raise ValueError(f"option {name}={value!r} is not a valid {kind.__name__}") from None
 
 
@@ -135,7 +150,15 @@ def coerce_options(options_class: type, method: str, values: Mapping[str, Any]):
         raise ValueError(f"{said}: not an option of {method}; its options are {', '.join(sorted(fields)) or 'none'}")
     given = {k: parsers[k](v) if parsers[k] else parse_value(fields[k], v, k) for k, v in values.items()
              if v is not None}
+    hints = typing.get_type_hints(options_class)
+    for k, v in given.items():
+        if v is None and type(None) not in typing.get_args(hints[k]):
+            raise ValueError(f"option {k}={values[k]!r}: {k} needs a {fields[k].__name__} (it has no 'none')")
     options = options_class(**given)
+    for field, kind in declared:  # defaults and a dataclass's own __post_init__ edits included
+        value = getattr(options, field.name)
+        if kind is float and isinstance(value, float):
+            finite(value, field.name)
     for field, _ in fields_of(options_class):
         choices = field.metadata.get("choices")
         if choices and getattr(options, field.name) not in choices:
@@ -150,7 +173,7 @@ def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec
     for spec in specs:
         methods = ", ".join(spec.defaults) if len(spec.defaults) < 3 else None
         text = f"{spec.help} ({spec.describe_defaults()}" + (f"; {methods} only)" if methods else ")")
-        kind = spec.parse or (parse_bool_flag if spec.type is bool else spec.type)
+        kind = spec.parse or {bool: parse_bool_flag, float: parse_float_flag}.get(spec.type, spec.type)
         group.add_argument(spec.flag, *(spec.aliases if aliases else ()), dest=spec.name, type=kind, default=None,
                            help=text.replace("%", "%%"),
                            choices=spec.choices, metavar=spec.type.__name__.upper() if not spec.choices else None)
@@ -158,6 +181,14 @@ def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec
 
 def parse_bool_flag(text: str) -> bool:
     return parse_value(bool, text, "flag")
+
+
+def parse_float_flag(text: str) -> float:
+    """argparse `type=` for a float flag: finite numbers only."""
+    try:
+        return parse_value(float, text, "flag")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("option flag=", "")) from None
 
 
 def given_values(namespace: argparse.Namespace, specs: Iterable[OptionSpec]) -> dict[str, Any]:

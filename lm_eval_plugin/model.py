@@ -42,9 +42,9 @@ from lm_eval.models.utils import (
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
-from aura_tl.generation import SamplingConfig, generate_ids, stop_checker
+from aura_tl.generation import SamplingConfig, generate_ids, keep_end, prompt_budget, stop_checker
 from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
-from aura_tl.models import DEFAULT_MODEL, default_device, hf_tokenizer, load_model, pad_token_id
+from aura_tl.models import DEFAULT_MODEL, check_device, default_device, hf_tokenizer, load_model, pad_token_id
 from aura_tl.options import parse_value
 from lm_eval_plugin.distributed import DataParallel
 
@@ -146,9 +146,10 @@ class AuraHookedLM(TemplateLM):
         self.parallel = DataParallel()
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
         device = self.parallel.device or device or default_device()
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        if device.startswith("cuda") and not torch.cuda.is_available():  # lm-eval's own default device is cuda
             log.warning("device %s asked for but CUDA is not available; using cpu", device)
             device = "cpu"
+        check_device(device)
         self.model = load_model(pretrained or model, device=device, dtype=dtype, n_devices=int(n_devices))
         self.tokenizer = hf_tokenizer(self.model)
         self._device = torch.device(device)
@@ -313,8 +314,8 @@ class AuraHookedLM(TemplateLM):
                 temperature=float(kwargs.get("temperature") or 1.0) if do_sample else 1.0,
                 top_p=float(kwargs.get("top_p") or 1.0), seed=kwargs.get("seed"),
             )
-            max_context = self.max_length - max_gen_toks
-            prompts = [self.tok_encode(c)[-max_context:] or [self.prefix_token_id] for c in contexts]  # "" -> BOS
+            max_context = prompt_budget(self.max_length, max_gen_toks)
+            prompts = [keep_end(self.tok_encode(c), max_context) or [self.prefix_token_id] for c in contexts]  # "" -> BOS
 
             new_ids = generate_ids(self.model, prompts, config, eos_token_ids=[self.eot_token_id],
                                    stop_check=stop_checker(self.tokenizer, until))

@@ -59,6 +59,11 @@ DATA_CASES = {
     "wrong columns": ("sentence,score\nhello,1\n", "expected Jigsaw (comment_text, toxic)"),
     "binary garbage": (b"\x00\xbf\xff\x81" * 64, "not UTF-8 text"),
     "latin-1 text": ("text,label\ncaf\xe9 idiot,1\nnice,0\n".encode("latin-1"), "iconv"),
+    "NaN label": ("text,label\nyou idiot,1\nnice,NaN\n", "row 2: label = 'NaN' is not a label; accepted values: 0, 1"),
+    "label 2": ("text,label\nyou idiot,2\nnice,0\n", "row 1: label = '2' is not a label"),
+    "text label": ("text,label\nyou idiot,toxic\nnice,0\n", "row 1: label = 'toxic' is not a label"),
+    "jigsaw other label": ("comment_text,toxic,insult\nyou idiot,1,x\nnice,0,0\n", "row 1: insult = 'x'"),
+    "davidson class 3": ("tweet,class\nyou idiot,3\nnice,2\n", "accepted values: 0, 1, 2"),
 }
 
 
@@ -85,6 +90,78 @@ def test_learn_bad_data(tiny_dir, tmp_path, capsys, case):
 def test_learn_bad_options(tiny_dir, tmp_path, capsys, args, message):
     assert learn(tiny_dir, tmp_path, *args) == 2
     assert message in capsys.readouterr().err and leftovers(tmp_path) == []
+
+
+def test_learn_forced_layout_names_its_missing_columns(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    data.write_text("comment_text,insult\nyou idiot,1\nnice,0\n")
+    assert learn(tiny_dir, tmp_path, "--data", str(data), "--layout", "jigsaw") == 2
+    err = capsys.readouterr().err
+    assert "data.csv (jigsaw layout): layout jigsaw needs columns ['comment_text', 'toxic'] but ['toxic'] is missing" in err
+    assert "Traceback" not in err and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args", [["--strength", "nan"], ["--strength", "inf"], ["--max-ppl-increase=-inf"],
+                                  ["--method", "damp", "--damp-alpha", "nan"], ["--gate-l2", "nan"]])
+def test_learn_refuses_non_finite_numbers(tiny_dir, tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as exit_info:
+        learn(tiny_dir, tmp_path, *args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "is not a finite number" in err and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("values", [{"strength": float("nan")}, {"strength": "inf"}, {"max_ppl_increase": "nan"},
+                                    {"destein_alpha": float("inf")}])
+def test_python_api_refuses_non_finite_numbers(values):
+    from aura_tl.methods import get_method
+
+    method = "destein" if "destein_alpha" in values else "linact"
+    with pytest.raises(ValueError, match="not a finite number"):
+        get_method(method).options(**values)
+
+
+def test_aura_hooked_refuses_nan_strength_before_the_model_loads(tiny_iv, monkeypatch):
+    from lm_eval_plugin import model as plugin
+
+    monkeypatch.setattr(plugin, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for args in ({"strength": "nan"}, {"intervention": str(tiny_iv), "strength": "nan"}):
+        with pytest.raises(ValueError, match="not a finite number"):
+            plugin.AuraHookedLM(device="cpu", **args)
+    with pytest.raises(ValueError, match="finite number"):
+        Intervention.load(tiny_iv).with_strength(float("nan"))
+
+
+@pytest.mark.parametrize("device, message", [("bogus", "unknown device 'bogus'; this machine has cpu"),
+                                             ("cuda", "device 'cuda' is not available (this torch has no CUDA"),
+                                             ("cuda:3", "device 'cuda:3' is not available")])
+def test_unavailable_devices_are_named_before_any_weight_is_read(tiny_dir, tiny_iv, tmp_path, capsys, monkeypatch,
+                                                                 device, message):
+    import torch.cuda
+
+    from lm_eval_plugin import model as plugin
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the CPU-only refusals cannot be shown here")
+    monkeypatch.setattr("aura_tl.models.resolve_hf_folder", lambda *a: pytest.fail("weights were looked up"))
+    assert learn(tiny_dir, tmp_path, "--device", device) == 2
+    assert message in capsys.readouterr().err and leftovers(tmp_path) == []
+    assert main(["generate", "--model", str(tiny_dir), "--intervention", str(tiny_iv), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+    if device == "bogus":  # lm-eval's default device is cuda, which aura-hooked runs on the cpu with a warning
+        monkeypatch.setattr(plugin, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+        with pytest.raises(ValueError, match=message):
+            plugin.AuraHookedLM(model=str(tiny_dir), method="none", device=device)
+
+
+def test_a_second_writer_of_one_output_says_it_replaced_the_file(tiny_dir, tmp_path, caplog):
+    out = tmp_path / "act.safetensors"
+    args = ["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "6", "-o", str(out)]
+    with caplog.at_level("WARNING", logger="aura_tl.io"):
+        assert main(args) == 0
+        assert "replaced the existing file" not in caplog.text
+        assert main(args + ["--seed", "1"]) == 0
+    assert f"replaced the existing file at {out}" in caplog.text
+    assert Intervention.load(out).metadata["options"]["seed"] == 1 and leftovers(tmp_path) == ["act.safetensors"]
 
 
 def test_learn_unknown_method_is_a_usage_error(tiny_dir, tmp_path, capsys):
@@ -123,11 +200,21 @@ def broken_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
     write("unknown hooks", (renamed, meta), "do not exist")
     wider = {k: torch.cat([v, v]) if k.startswith("omega/") else v for k, v in tensors.items()}
     write("wrong widths", (wider, meta), "do not fit the model")
+    first = next(k for k in sorted(tensors) if k.startswith("omega/"))
+    write("nan tensor", ({**tensors, first: torch.full_like(tensors[first], float("nan"))}, meta),
+          f"tensor {first} holds NaN or infinite values")
+    write("integer tensor", ({**tensors, first: tensors[first].long()}, meta), f"tensor {first} is torch.int64")
+    reshaped = {k: v.reshape(-1, 2) if k.startswith("gate_w/") else v for k, v in tensors.items()}
+    write("reshaped gate", (reshaped, meta), "do not fit the model")
+    wide_bias = {k: torch.cat([v, v]) if k.startswith("gate_b/") else v for k, v in tensors.items()}
+    write("gate bias shape", (wide_bias, meta), "should hold one value each")
     return files
 
 
-FILE_CASES = ["missing", "truncated", "random", "json", "newer", "other shape", "unknown hooks", "wrong widths"]
-NEED_MODEL = {"other shape", "unknown hooks", "wrong widths"}  # readable files: only the model can refute them
+FILE_CASES = ["missing", "truncated", "random", "json", "newer", "other shape", "unknown hooks", "wrong widths",
+              "nan tensor", "integer tensor", "reshaped gate", "gate bias shape"]
+# readable files: only the model can refute them
+NEED_MODEL = {"other shape", "unknown hooks", "wrong widths", "reshaped gate", "gate bias shape"}
 
 
 @pytest.mark.parametrize("case", FILE_CASES)
@@ -173,6 +260,30 @@ def test_generation_takes_odd_prompts(tiny_dir, caplog):
         texts = generate(model, ODD_TEXTS, SamplingConfig(max_new_tokens=4, do_sample=False))
     assert len(texts) == len(ODD_TEXTS) and all(isinstance(t, str) for t in texts)
     assert caplog.text.count("longer than the context") == 1  # one warning for the batch, the end is kept
+
+
+@pytest.mark.parametrize("new_tokens, prompt, ok", [(63, "You are a", True), (63, "", True), (63, "a " * 3000, True),
+                                                    (64, "You are a", False), (65, "", False), (2100, "x", False)])
+def test_generation_length_is_bounded_by_the_context(tiny_dir, tiny_iv, capsys, new_tokens, prompt, ok):
+    """The tiny model's context is 64 tokens: up to 63 new ones beside the end of the prompt, more is a clear error."""
+    code = main(["generate", "--model", str(tiny_dir), "--intervention", str(tiny_iv), "--prompt", prompt,
+                 "--max-new-tokens", str(new_tokens)])
+    err = capsys.readouterr().err
+    assert code == (0 if ok else 2) and "Traceback" not in err
+    if not ok:
+        assert f"max_new_tokens={new_tokens} does not fit the model's context of 64 tokens: at most 63" in err
+
+
+def test_aura_hooked_generation_length_is_bounded_by_the_context(tiny_dir):
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_plugin.model import AuraHookedLM
+
+    lm = AuraHookedLM(model=str(tiny_dir), method="none", device="cpu")
+    request = lambda n: [Instance("generate_until", {}, ("You are a " * 40, {"until": [], "max_gen_toks": n}), 0)]  # noqa: E731
+    assert len(lm.generate_until(request(63))) == 1
+    with pytest.raises(ValueError, match="max_new_tokens=64 does not fit the model's context of 64 tokens"):
+        lm.generate_until(request(64))
 
 
 def test_learning_takes_odd_sentences(tiny_dir, tmp_path):

@@ -135,7 +135,7 @@ def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp
 
     defaults = get_method(DEFAULT_METHOD).options()
     assert f"{DEFAULT_METHOD}, lambda {defaults.strength:g}" in caplog.text and "none (unsteered)" in caplog.text
-    assert ("gated (conditional steering)" in caplog.text) == defaults.gate and info["gated"] == defaults.gate
+    assert ("gated (conditional steering)" in caplog.text) == bool(defaults.gate) and info["gated"] == bool(defaults.gate)
     request = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
     assert steered.loglikelihood(request)[0][0] != pytest.approx(plain.loglikelihood(request)[0][0], abs=1e-3)
 

@@ -3,6 +3,7 @@ learned intervention carries."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -98,6 +99,8 @@ class Method:
     @classmethod
     def check_strength(cls, strength: float) -> float:
         """`strength` if it is within [0, max_strength], else a ValueError naming the method's range."""
+        if not math.isfinite(float(strength)):
+            raise ValueError(f"strength (lambda) must be a finite number, got {strength}")
         if float(strength) < 0.0:
             raise ValueError(f"strength (lambda) must be >= 0, got {strength}")
         if float(strength) > cls.max_strength:
