@@ -107,7 +107,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 # each layout's required columns, in detection order (the first whose columns a file has is its layout)
 LAYOUT_COLUMNS = {"jigsaw": ("comment_text", "toxic"), "davidson": ("tweet", "class"),
-                  "rtp": ("prompt", "continuation"), "paradetox": ("toxic", "neutral1"), "text_label": ("text", "label")}
+                  "rtp": ("prompt", "continuation"), "paradetox": ("toxic", "neutral1"),
+                  "text_label": ("text", "label")}
 LAYOUT_NAMES = {"jigsaw": "Jigsaw", "davidson": "Davidson", "rtp": "RealToxicityPrompts", "paradetox": "ParaDetox",
                 "text_label": "text,label"}
 

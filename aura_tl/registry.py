@@ -20,7 +20,8 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, entry_points: str, package: str | None = None,
                  hint: str = "", reserved: tuple[str, ...] = ()) -> None:
-        self.kind, self.entry_points, self.package, self.hint, self.reserved = kind, entry_points, package, hint, reserved
+        self.kind, self.entry_points, self.package = kind, entry_points, package
+        self.hint, self.reserved = hint, reserved
         self.entries: dict[str, T] = {}
         self._discovered = False
 

@@ -315,7 +315,8 @@ class AuraHookedLM(TemplateLM):
                 top_p=float(kwargs.get("top_p") or 1.0), seed=kwargs.get("seed"),
             )
             max_context = prompt_budget(self.max_length, max_gen_toks)
-            prompts = [keep_end(self.tok_encode(c), max_context) or [self.prefix_token_id] for c in contexts]  # "" -> BOS
+            prompts = [keep_end(self.tok_encode(c), max_context) or [self.prefix_token_id]  # "" -> BOS
+                       for c in contexts]
 
             new_ids = generate_ids(self.model, prompts, config, eos_token_ids=[self.eot_token_id],
                                    stop_check=stop_checker(self.tokenizer, until))

@@ -57,6 +57,7 @@ def test_n_devices_reaches_the_transformerlens_config(monkeypatch, tmp_path):
         raise RuntimeError("stop here")
 
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a machine with two GPUs, as far as the checks see
     monkeypatch.setattr(loading, "get_pretrained_model_config", fake_config)
     monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: _FakeHF())
     monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
