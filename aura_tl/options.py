@@ -129,13 +129,10 @@ def parse_value(kind: type, value: Any, name: str) -> Any:
             raise ValueError
         if kind is int:
             return int(float(text)) if float(text).is_integer() else int(text)
-        if kind is float:
-            return finite(float(text), name)
-        return kind(text)
-    except (ValueError, OverflowError) as error:
-        if "finite" in str(error):
-            raise
+        parsed = kind(text)
+    except (ValueError, OverflowError):
         raise ValueError(f"option {name}={value!r} is not a valid {kind.__name__}") from None
+    return finite(parsed, name) if kind is float else parsed
 
 
 def coerce_options(options_class: type, method: str, values: Mapping[str, Any]):
