@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+from aura_tl.backends import BACKEND_HELP, BACKENDS
 from aura_tl.gating import DEFAULT_GATE, gate_names, get_gate
 from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
 from aura_tl.models import DEFAULT_MODEL
@@ -31,6 +32,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                         help="TransformerLens name, local HF folder, .gguf file, or the embedded 'smollm2-135m'")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +88,7 @@ def cmd_learn(args) -> int:
         check_device(args.device)
     data = concept_data_for(options, layout=args.layout) if spec.needs_data else None  # bad data fails before the model
     rank, device = join_process_group(args.device)  # under torchrun / accelerate launch
-    model = load_model(args.model, device=device, dtype=args.dtype)
+    model = load_model(args.model, device=device, dtype=args.dtype, backend=args.backend)
     started = time.perf_counter()
     if data is not None:
         print(f"data: {data.source} ({data.layout}), {data.counts[1]} toxic + {data.counts[0]} non-toxic sentences",
@@ -115,7 +117,7 @@ def cmd_onpolicy(args) -> int:
     from aura_tl.models import load_model
     from aura_tl.onpolicy import build_onpolicy_data
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
     path = build_onpolicy_data(model, args.output, split=args.split, samples=args.samples,
                                max_new_tokens=args.max_new_tokens, scorer=args.scorer, seed=args.seed)
     print(f"wrote {path}: learn from it with aura-tl learn --data {path}")
@@ -145,7 +147,7 @@ def cmd_generate(args) -> int:
     intervention = Intervention.load(args.intervention)
     if args.strength is not None:
         intervention = intervention.with_strength(args.strength)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
     intervention.check_compatible(model)
     prompts = args.prompt or DEFAULT_PROMPTS
     config = SamplingConfig(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, args.seed)

@@ -1,6 +1,6 @@
-"""Batched generation on a HookedTransformer: left padding with an explicit attention mask, TransformerLens' KV
-cache, greedy or nucleus sampling, EOS and stop strings. Hooks active on the model (an intervention) apply to every
-position, prompt and generated tokens alike.
+"""Batched generation on either TransformerLens model class: left padding with an explicit attention mask, the
+backend's KV cache (`aura_tl.backends.Decoder`), greedy or nucleus sampling, EOS and stop strings. Hooks active on
+the model (an intervention) apply to every position, prompt and generated tokens alike.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from aura_tl.backends import backend_of
 from aura_tl.models import hf_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def generate_ids(
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
-    logits = model(tokens, attention_mask=mask, past_kv_cache=cache)[:, -1]
+    decoder = backend_of(model).decoder(model)
+    logits = decoder.prefill(tokens, mask)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(batch)]
@@ -110,7 +110,7 @@ def generate_ids(
                 done[i] = True
         if bool(done.all()) or step == config.max_new_tokens - 1:
             break
-        logits = model(chosen[:, None], attention_mask=torch.ones_like(chosen[:, None]), past_kv_cache=cache)[:, -1]
+        logits = decoder.step(chosen[:, None])
     return out
 
 

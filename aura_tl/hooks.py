@@ -1,4 +1,5 @@
-"""Turn user hook patterns (`blocks.*.mlp.hook_post`, or a short form like `hook_post`) into TransformerLens names."""
+"""Turn user hook patterns (`blocks.*.mlp.hook_post`, or a short form like `hook_post`) into TransformerLens names,
+spelt one way whichever model class runs them (`aura_tl.backends`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Sequence
+
+from aura_tl.backends import backend_of
 
 DEFAULT_HOOKS = "blocks.*.mlp.hook_post"
 
@@ -35,11 +38,17 @@ def layer_of(hook_name: str) -> int:
 
 
 def resolve_hook_names(model, patterns: str | Sequence[str] = DEFAULT_HOOKS) -> list[str]:
-    """All hook names of `model` matched by the patterns, in layer order; a pattern that matches none is an error."""
-    available = list(model.hook_dict)
+    """All hook names of `model` matched by the patterns, in layer order, each spelt once the way TransformerLens 3
+    spells it (a TransformerLens 4 canonical name such as `blocks.3.mlp.out.hook_in` is accepted and becomes
+    `blocks.3.mlp.hook_post`); a pattern that matches none is an error."""
+    backend = backend_of(model)
+    available = backend.hook_names(model)
+    other_spellings = backend.spellings(model)
+    position = {name: i for i, name in enumerate(available)}
     chosen: list[str] = []
     for pattern in split_patterns(patterns):
         matched = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
+        matched += [user for other, user in other_spellings.items() if fnmatch.fnmatchcase(other, pattern)]
         if not matched:
             generic = sorted({re.sub(r"^blocks\.\d+\.", "blocks.*.", n) for n in available})
             hint = difflib.get_close_matches(pattern, generic, n=1, cutoff=0.6)
@@ -48,4 +57,9 @@ def resolve_hook_names(model, patterns: str | Sequence[str] = DEFAULT_HOOKS) -> 
         chosen += [m for m in matched if m not in chosen]
     if not chosen:
         raise ValueError("no hook pattern given")
-    return sorted(chosen, key=lambda n: (layer_of(n), available.index(n)))
+    return sorted(chosen, key=lambda n: (layer_of(n), position.get(n, len(position))))
+
+
+def user_hook_name(model, name: str) -> str:
+    """The one spelling of hook `name` that files and results use (see `resolve_hook_names`)."""
+    return backend_of(model).user_name(model, name)

@@ -101,7 +101,8 @@ class Intervention:
                 f"{self.shape.d_model}, d_mlp {self.shape.d_mlp}) but the model is {actual.name} ({actual.n_layers} "
                 f"layers, d_model {actual.d_model}, d_mlp {actual.d_mlp}): learn one for this model"
             )
-        unknown = [n for n in self.tensors if n not in model.hook_dict]
+        points = model.hook_dict  # a bridge builds this mapping on every read
+        unknown = [n for n in self.tensors if n not in points]
         if unknown:
             raise ValueError(f"hooks {unknown[:3]} of this intervention do not exist in {actual.name}")
         self._check_widths(model)
@@ -225,12 +226,14 @@ def hook_widths(model, names: list[str]) -> dict[str, int]:
     memo: dict[str, int] = model.__dict__.setdefault("_aura_tl_hook_widths", {})
     missing = [n for n in names if n not in memo]
     if missing:
-        def record(activation, hook):
-            memo[hook.name] = int(activation[0, 0].numel())
+        def record(name: str):  # keyed by the name asked for: a bridge's hook sees its canonical name
+            def hook(activation, hook):
+                memo[name] = int(activation[0, 0].numel())
+            return hook
 
         layers = [layer_of(n) for n in missing]
         stop = None if min(layers) < 0 else max(layers) + 1  # a hook outside the blocks needs the whole pass
-        with torch.inference_mode(), model.hooks(fwd_hooks=[(n, record) for n in missing]):
+        with torch.inference_mode(), model.hooks(fwd_hooks=[(n, record(n)) for n in missing]):
             model(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), stop_at_layer=stop)
     return {n: memo.get(n) for n in names}
 

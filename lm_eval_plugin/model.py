@@ -1,4 +1,5 @@
-"""`aura-hooked`: an lm-eval model backed by a TransformerLens `HookedTransformer` with an aura-tl intervention.
+"""`aura-hooked`: an lm-eval model backed by a TransformerLens model (`HookedTransformer` or `TransformerBridge`)
+with an aura-tl intervention.
 
     lm_eval --model aura-hooked --model_args model=smollm2-135m,method=aura --tasks rtp_toxicity,piqa_local
 
@@ -18,6 +19,7 @@ Model args:
   batch_size                an int, or auto / auto:N (the CLI's --batch_size also reaches here)
   max_length, max_gen_toks  context length (default n_ctx) and default generation length (256)
   n_devices                 split the blocks over this many GPUs (TransformerLens' layer split; default 1)
+  backend                   hooked or bridge (`aura_tl.backends`; default: hooked on TransformerLens 3, bridge on 4)
 
 Scoring reuses lm-eval's `TemplateLM` (context/continuation encoding) and `Collator` (length-sorted batches,
 one-token-continuation cache, per-gen-kwargs groups), so results equal lm-eval's `hf` model on the same weights.
@@ -42,6 +44,7 @@ from lm_eval.models.utils import (
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
+from aura_tl.backends import backend_of, check_backend
 from aura_tl.generation import SamplingConfig, generate_ids, keep_end, prompt_budget, stop_checker
 from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
 from aura_tl.models import DEFAULT_MODEL, check_device, default_device, hf_tokenizer, load_model, pad_token_id
@@ -116,7 +119,7 @@ def describe_intervention(info: dict) -> str:
 
 
 class AuraHookedLM(TemplateLM):
-    """lm-eval's three request types on a HookedTransformer, with the intervention's hooks on every position."""
+    """lm-eval's three request types on a TransformerLens model, with the intervention's hooks on every position."""
 
     backend = "causal"
 
@@ -135,6 +138,7 @@ class AuraHookedLM(TemplateLM):
         max_length: int | None = None,
         max_gen_toks: int = 256,
         n_devices: int | str = 1,
+        backend: str | None = None,
         **method_options,
     ) -> None:
         super().__init__()
@@ -142,6 +146,7 @@ class AuraHookedLM(TemplateLM):
         if save_intervention and intervention:
             raise ValueError(f"save_intervention writes a learned intervention; intervention={intervention} is "
                              "already a file (copy it instead)")
+        backend = check_backend(backend)
         plan = plan_intervention(intervention, method, method_options, use_cache)  # bad args fail before the model loads
         self.parallel = DataParallel()
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size
@@ -150,7 +155,8 @@ class AuraHookedLM(TemplateLM):
             log.warning("device %s asked for but CUDA is not available; using cpu", device)
             device = "cpu"
         check_device(device)
-        self.model = load_model(pretrained or model, device=device, dtype=dtype, n_devices=int(n_devices))
+        self.model = load_model(pretrained or model, device=device, dtype=dtype, n_devices=int(n_devices),
+                                backend=backend)
         self.tokenizer = hf_tokenizer(self.model)
         self._device = torch.device(device)
         self._max_length = int(max_length) if max_length else int(self.model.cfg.n_ctx)
@@ -237,14 +243,13 @@ class AuraHookedLM(TemplateLM):
     def _continuation_logprobs(self, tokens: torch.Tensor, spans: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Log-probs [len, vocab] at the positions that predict each row's continuation (start, end exclusive).
 
-        The blocks run once on the whole batch; the final norm and unembedding run only on the positions that
+        The blocks and the final norm run once on the whole batch; the unembedding runs only on the positions that
         are scored, which saves the [batch, pos, vocab] logits of every context token.
         """
-        residual = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
-        picked = torch.cat([residual[row, start:end] for row, (start, end) in enumerate(spans)])
-        if self.model.cfg.normalization_type is not None:
-            picked = self.model.ln_final(picked[None])[0]
-        logits = self.model.unembed(picked[None])[0]
+        backend = backend_of(self.model)
+        normalized = backend.final_normalized(self.model, tokens)
+        picked = torch.cat([normalized[row, start:end] for row, (start, end) in enumerate(spans)])
+        logits = backend.unembed(self.model, picked)
         logprobs = F.log_softmax(logits.float(), dim=-1)
         return list(logprobs.split([end - start for start, end in spans]))
 

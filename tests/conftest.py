@@ -1,9 +1,9 @@
-"""Shared fixtures: the real SmolLM2-135M (session-wide), a tiny random HookedTransformer with SmolLM2's
-tokenizer for fast unit tests, and the shared data folder (tests that need it skip with a reason when absent)."""
+"""Shared fixtures: the real SmolLM2-135M (session-wide), tiny random Llamas with SmolLM2's tokenizer for fast unit
+tests (loaded through the same code as real models, by the backend under test: `$AURA_TL_BACKEND`, else the
+TransformerLens default), and the shared data folder (tests that need it skip with a reason when absent)."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -34,29 +34,46 @@ def smol_hf():
     return load_hf("smollm2-135m")
 
 
-@pytest.fixture(scope="session")
-def tiny():
-    """2 layers, gated SiLU MLP (so hook_pre_linear exists), rotary, RMSNorm; random weights, seed 0."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import AutoTokenizer
+def save_tiny_llama(folder: Path, *, hidden: int = 32, heads: int = 4, head_dim: int = 8, mlp: int = 48,
+                    layers: int = 2, n_ctx: int = 64, tie: bool = False, std: float | None = 0.2) -> Path:
+    """A random Llama (gated SiLU MLP, rotary, RMSNorm) with SmolLM2's tokenizer, saved as a Hugging Face folder:
+    what every backend loads the same way as a real model. `std` redraws every weight from N(0, std) (seed 0), so
+    activations are far from zero and a wrong edit shows; None keeps HF's initialisation."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from aura_tl.models import resolve_hf_folder
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_hf_folder("smollm2-135m")))
-    cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=48, d_vocab=tokenizer.vocab_size, n_ctx=64,
-        act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=8, gated_mlp=True,
-        model_name="tiny-test", seed=0, device="cpu", default_prepend_bos=False,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg, tokenizer=tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=mlp,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         head_dim=head_dim, max_position_embeddings=n_ctx, tie_word_embeddings=tie,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.2)
-    model._aura_tl_hf_tokenizer = tokenizer
-    return model.eval()
+    model = LlamaForCausalLM(config)
+    if std is not None:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.normal_(0, std)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (d_model 32, HF's initialisation) as a Hugging Face folder."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tinyrandom") / "tiny-random", tie=True, std=None)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """2 layers, d_model 32, 4 heads of 8, gated SiLU MLP (so hook_pre_linear exists), rotary, RMSNorm, n_ctx 64;
+    weights N(0, 0.2), seed 0; loaded by the backend under test (`$AURA_TL_BACKEND`, else the default)."""
+    from aura_tl.models import load_model
+
+    folder = save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-test")
+    return load_model(str(folder), device="cpu")
 
 
 REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned"}

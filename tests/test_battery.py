@@ -13,26 +13,8 @@ import pytest
 import torch
 
 from aura_tl.cli import main
+from conftest import save_tiny_llama
 from aura_tl.intervention import Intervention
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A 2-layer random Llama (d_model 32) saved as a Hugging Face folder with SmolLM2's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from aura_tl.models import resolve_hf_folder
-
-    folder = tmp_path_factory.mktemp("tinyrandom")
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_hf_folder("smollm2-135m")))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +220,10 @@ def test_aura_hooked_refuses_bad_files(tiny_dir, tiny_iv, tmp_path, monkeypatch,
         plugin.AuraHookedLM(model=str(tiny_dir), intervention=str(path), device="cpu")
 
 
-def test_an_intervention_for_another_model_is_refused(tiny_iv):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+def test_an_intervention_for_another_model_is_refused(tiny_iv, tmp_path):
+    from aura_tl.models import load_model
 
-    wider = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=96,
-                                                      d_vocab=100, n_ctx=16, act_fn="silu", model_name="wider"))
+    wider = load_model(str(save_tiny_llama(tmp_path / "wider", hidden=64, head_dim=16, mlp=96, n_ctx=16)), device="cpu")
     with pytest.raises(ValueError, match="learn one for this model"):
         Intervention.load(tiny_iv).check_compatible(wider)
 

@@ -1,0 +1,390 @@
+"""Where TransformerLens' two model classes differ, and nowhere else: loading, hook spellings, running a batch block
+by block, the final normalised residual, and KV-cached decoding.
+
+- `hooked`: `HookedTransformer` (TransformerLens 3; removed in 4.0). Weights converted to TransformerLens' own
+  layout (LayerNorm folded), its own attention and `TransformerLensKeyValueCache`.
+- `bridge`: `TransformerBridge` (TransformerLens 3.9 and 4.x). The Hugging Face model itself with hook points
+  wrapped around its modules: HF attention, HF cache, HF numerics.
+
+Everything above this module (responses, methods, gates, calibration, generation, lm-eval, the CLI) calls the
+same TransformerLens API on both (`model.hooks`, `hook_dict`, `cfg`, `model(tokens, stop_at_layer=...)`) and
+asks `backend_of(model)` for the few things that API does not give alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("hooked", "bridge")
+BACKEND_ENV = "AURA_TL_BACKEND"
+BACKEND_HELP = ("hooked (HookedTransformer, TransformerLens 3) or bridge (TransformerBridge, TransformerLens 3.9+ "
+                f"and 4); default: ${BACKEND_ENV}, else hooked where TransformerLens still has it")
+# TransformerLens 4 spellings of hooks every architecture has -> the TransformerLens 3 names users know (the bridge
+# reads its own alias table; this one lets a HookedTransformer accept the same spellings)
+CANONICAL_BLOCK_HOOKS = {
+    "hook_in": "hook_resid_pre", "hook_out": "hook_resid_post", "ln2.hook_in": "hook_resid_mid",
+    "attn.hook_out": "hook_attn_out", "mlp.hook_out": "hook_mlp_out", "attn.o.hook_in": "attn.hook_z",
+    "mlp.out.hook_in": "mlp.hook_post",
+}
+
+
+def hooked_transformer_available() -> bool:
+    """Whether this TransformerLens still ships `HookedTransformer` (3.x does, 4.0 removed it)."""
+    try:
+        from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_backend() -> str:
+    """`$AURA_TL_BACKEND` when set, else `hooked` where TransformerLens has it and `bridge` where it does not."""
+    return check_backend(os.environ.get(BACKEND_ENV) or ("hooked" if hooked_transformer_available() else "bridge"))
+
+
+def check_backend(name: str | None) -> str:
+    """`name` when this TransformerLens can run it (None: the default); a clear error otherwise."""
+    if name is None:
+        return default_backend()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if name == "hooked" and not hooked_transformer_available():
+        import transformer_lens
+
+        version = getattr(transformer_lens, "__version__", "4.x")
+        raise ValueError(f"backend 'hooked' needs HookedTransformer, which TransformerLens {version} no longer has: "
+                         "use backend=bridge (the default there), or pip install 'transformer-lens>=3.9,<4'")
+    return name
+
+
+def backend_of(model) -> "Backend":
+    """The backend that runs `model` (a `TransformerBridge` or a `HookedTransformer`)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return BRIDGE if isinstance(model, TransformerBridge) else HOOKED
+
+
+def get_backend(name: str | None = None) -> "Backend":
+    return {"hooked": HOOKED, "bridge": BRIDGE}[check_backend(name)]
+
+
+class LayerRunner(ABC):
+    """One batch run block by block, for causal estimation: `carry_to(layer)` brings the residual to the input of
+    `layer` (each block in between runs once, with the hooks active now), `run(layer)` runs that block once more
+    from it (its output is dropped: hooks read what it computes). About two block passes per hooked layer."""
+
+    def __init__(self, model, tokens: Int[Tensor, "b p"], attention_mask: Int[Tensor, "b p"], last_layer: int):
+        self.model, self.tokens, self.mask, self.last_layer = model, tokens, attention_mask, last_layer
+        self.residual: Tensor | None = None
+        self.at = 0  # the block whose input `residual` holds
+
+    @abstractmethod
+    def carry_to(self, layer: int) -> None: ...
+
+    @abstractmethod
+    def run(self, layer: int) -> None: ...
+
+
+class Decoder(ABC):
+    """KV-cached decoding of one left-padded batch: `prefill` the prompts, then `step` one token per row; each
+    returns the next-token logits [batch, vocab]. The model's active hooks apply at every position."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    @abstractmethod
+    def prefill(self, tokens: Int[Tensor, "b p"], attention_mask: Int[Tensor, "b p"]) -> Float[Tensor, "b v"]: ...
+
+    @abstractmethod
+    def step(self, tokens: Int[Tensor, "b 1"]) -> Float[Tensor, "b v"]: ...
+
+
+class Backend(ABC):
+    """What differs between the two model classes; one instance per backend (`HOOKED`, `BRIDGE`)."""
+
+    name: str
+
+    @abstractmethod
+    def load_folder(self, folder: Path, *, device: str, dtype: torch.dtype, n_ctx: int, n_devices: int): ...
+
+    @abstractmethod
+    def load_named(self, name: str, *, device: str, dtype: torch.dtype, n_ctx: int | None, n_devices: int): ...
+
+    @abstractmethod
+    def spellings(self, model) -> dict[str, str]:
+        """Every other spelling of a hook this model accepts -> the TransformerLens 3 name files and users use."""
+
+    def hook_names(self, model) -> list[str]:
+        """The model's hook names, each once, as users spell them (`blocks.3.mlp.hook_post`), in model order."""
+        other = self.spellings(model)
+        return [name for name in model.hook_dict if name not in other]
+
+    def user_name(self, model, name: str) -> str:
+        """The one spelling of hook `name` (a canonical TransformerLens 4 name becomes its TransformerLens 3 alias)."""
+        return self.spellings(model).get(name, name)
+
+    @abstractmethod
+    def layer_runner(self, model, tokens, attention_mask, last_layer: int) -> LayerRunner: ...
+
+    @abstractmethod
+    def final_normalized(self, model, tokens: Int[Tensor, "b p"]) -> Float[Tensor, "b p d"]:
+        """The residual after the last block and the final norm: what the unembedding reads at each position."""
+
+    @abstractmethod
+    def unembed(self, model, normalized: Float[Tensor, "n d"]) -> Float[Tensor, "n v"]: ...
+
+    @abstractmethod
+    def decoder(self, model) -> Decoder: ...
+
+
+# --- HookedTransformer ----------------------------------------------------------------------------------------------
+
+class HookedLayerRunner(LayerRunner):
+    def carry_to(self, layer: int) -> None:
+        if self.residual is None:
+            self.residual = self.model(self.tokens, attention_mask=self.mask, stop_at_layer=layer)
+        elif self.at < layer:
+            self.residual = self.model(self.residual, start_at_layer=self.at, stop_at_layer=layer,
+                                       attention_mask=self.mask)
+        self.at = layer
+
+    def run(self, layer: int) -> None:
+        self.model(self.residual, start_at_layer=layer, stop_at_layer=layer + 1, attention_mask=self.mask)
+
+
+class HookedDecoder(Decoder):
+    def prefill(self, tokens, attention_mask):
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        self.cache = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, tokens.shape[0])
+        return self.model(tokens, attention_mask=attention_mask, past_kv_cache=self.cache)[:, -1]
+
+    def step(self, tokens):
+        return self.model(tokens, attention_mask=torch.ones_like(tokens), past_kv_cache=self.cache)[:, -1]
+
+
+class HookedBackend(Backend):
+    name = "hooked"
+
+    def load_folder(self, folder, *, device, dtype, n_ctx, n_devices):
+        from transformer_lens import HookedTransformer, loading
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        cfg = loading.get_pretrained_model_config(str(folder), hf_cfg=hf_model.config.to_dict(), n_ctx=n_ctx,
+                                                  device=device, dtype=dtype, n_devices=n_devices)
+        state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
+        del hf_model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TL 3.9 warns on every HookedTransformer build
+            model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(state_dict, fold_ln=True, center_writing_weights=False,
+                                          center_unembed=False, fold_value_biases=True)
+        model._aura_tl_hf_tokenizer = tokenizer  # the unmodified HF tokenizer (see models.hf_tokenizer)
+        if n_devices > 1:
+            model.move_model_modules_to_device()  # blocks spread over cuda:0..n_devices-1
+            return model
+        return model.to(device)
+
+    def load_named(self, name, *, device, dtype, n_ctx, n_devices):
+        from transformer_lens import HookedTransformer
+
+        kwargs: dict[str, Any] = {"device": device, "dtype": dtype, "n_devices": n_devices}
+        if n_ctx:
+            kwargs["n_ctx"] = n_ctx
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return HookedTransformer.from_pretrained(name, **kwargs)
+
+    def spellings(self, model):
+        memo = model.__dict__.get("_aura_tl_spellings")
+        if memo is None:
+            memo = {}
+            for name in model.hook_dict:
+                match = re.match(r"(blocks\.\d+\.)(.+)$", name)
+                if match:
+                    for canonical, legacy in CANONICAL_BLOCK_HOOKS.items():
+                        if match.group(2) == legacy:
+                            memo[match.group(1) + canonical] = name
+            model.__dict__["_aura_tl_spellings"] = memo
+        return memo
+
+    def hook_names(self, model):
+        return list(model.hook_dict)  # the canonical spellings are accepted, never listed: they are not hook points
+
+    def layer_runner(self, model, tokens, attention_mask, last_layer):
+        return HookedLayerRunner(model, tokens, attention_mask, last_layer)
+
+    def final_normalized(self, model, tokens):
+        residual = model(tokens, stop_at_layer=model.cfg.n_layers)
+        return model.ln_final(residual) if model.cfg.normalization_type is not None else residual
+
+    def unembed(self, model, normalized):
+        return model.unembed(normalized[None])[0]
+
+    def decoder(self, model):
+        return HookedDecoder(model)
+
+
+# --- TransformerBridge ----------------------------------------------------------------------------------------------
+
+def _first(output):
+    """A block's hidden states, whether the HF layer returns a tensor or a tuple (transformers versions differ)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+class BridgeLayerRunner(LayerRunner):
+    """The bridge delegates the layer loop to Hugging Face, so it cannot start at a block cheaply (TransformerLens
+    3.9 refuses `start_at_layer`; 4.x reruns every earlier block). Instead the first pass records the arguments HF
+    gives each block (attention mask, rotary embeddings, per-layer-type masks) up to the last hooked layer, and
+    later blocks are called directly with them: each block's hook points fire as in a full pass, and the residual
+    equals the full pass's exactly."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.block_kwargs: dict[int, dict] = {}
+
+    def _record_pass(self, layer: int) -> None:
+        blocks, captured = self.model.blocks, {}
+
+        def record(index):
+            def pre_hook(module, args, kwargs):
+                self.block_kwargs[index] = {**kwargs, "past_key_values": None, "use_cache": False}
+            return pre_hook
+
+        def keep(activation, hook):
+            captured["residual"] = activation
+
+        handles = [blocks[i].register_forward_pre_hook(record(i), with_kwargs=True)
+                   for i in range(self.last_layer + 1)]
+        stop = self.last_layer + 1 if self.last_layer + 1 < self.model.cfg.n_layers else None
+        try:
+            with self.model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", keep)]) as m:
+                m(self.tokens, attention_mask=self.mask, stop_at_layer=stop, use_cache=False, logits_to_keep=1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.residual = captured["residual"]
+
+    def _block(self, layer: int, residual: Tensor) -> Tensor:
+        return _first(self.model.blocks[layer](residual, **self.block_kwargs[layer]))
+
+    def carry_to(self, layer: int) -> None:
+        if self.residual is None:
+            self._record_pass(layer)
+        else:
+            for index in range(self.at, layer):
+                self.residual = self._block(index, self.residual)
+        self.at = layer
+
+    def run(self, layer: int) -> None:
+        self._block(layer, self.residual)
+
+
+class BridgeDecoder(Decoder):
+    """Hugging Face's own cache through the bridge's forward (which derives position ids from the mask, so left
+    padding is handled as `generate` handles it); only the last position is unembedded."""
+
+    def prefill(self, tokens, attention_mask):
+        check_kv_cache(self.model)
+        self.mask = attention_mask
+        logits, self.cache = self.model(tokens, attention_mask=attention_mask, use_cache=True,
+                                        return_type="logits_and_cache", logits_to_keep=1)
+        return logits[:, -1]
+
+    def step(self, tokens):
+        self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
+        logits, self.cache = self.model(tokens, attention_mask=self.mask, past_key_values=self.cache, use_cache=True,
+                                        return_type="logits_and_cache", logits_to_keep=1)
+        return logits[:, -1]
+
+
+def check_kv_cache(model, tolerance: float = 1e-3) -> None:
+    """Once per model: the next-token logits from the bridge's KV cache equal a full pass's. transformers 5.24
+    renamed the cache argument the bridge passes, so its cache silently stays empty and generation repeats one
+    token; this turns that into an error before any text is generated."""
+    if model.__dict__.get("_aura_tl_kv_cache_ok"):
+        return
+    import transformers
+
+    tokens = torch.tensor([[1, 2, 3, 4]], device=model.cfg.device) % model.cfg.d_vocab
+    with torch.inference_mode():
+        full = model(tokens, use_cache=False)[:, -1]
+        _, cache = model(tokens[:, :-1], use_cache=True, return_type="logits_and_cache")
+        stepped, _ = model(tokens[:, -1:], attention_mask=torch.ones_like(tokens), past_key_values=cache,
+                           use_cache=True, return_type="logits_and_cache")
+    gap = float((stepped[:, -1] - full).abs().max())
+    if not gap <= tolerance * max(1.0, float(full.abs().max())):
+        raise RuntimeError(
+            f"the TransformerBridge's KV cache gives wrong logits with transformers {transformers.__version__} "
+            f"(a cached step differs from a full pass by {gap:.3g}): generation would be wrong. transformers 5.24 "
+            "is known to break it; install one that works: pip install 'transformers==5.23.0'")
+    model.__dict__["_aura_tl_kv_cache_ok"] = True
+
+
+class BridgeBackend(Backend):
+    name = "bridge"
+
+    def _boot(self, source: str, *, device, dtype, n_ctx, n_devices, **kwargs):
+        from transformer_lens.model_bridge import TransformerBridge
+        from transformers import AutoTokenizer
+
+        if n_devices > 1:
+            kwargs["n_devices"] = n_devices
+        model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype, n_ctx=n_ctx, **kwargs)
+        # plain forwards build no KV cache (the decoder asks for one); HF's default would build one every call
+        model.original_model.config.use_cache = False
+        model._aura_tl_hf_tokenizer = AutoTokenizer.from_pretrained(source)  # unmodified (the bridge's adds BOS)
+        return model
+
+    def load_folder(self, folder, *, device, dtype, n_ctx, n_devices):
+        return self._boot(str(folder), device=device, dtype=dtype, n_ctx=n_ctx, n_devices=n_devices)
+
+    def load_named(self, name, *, device, dtype, n_ctx, n_devices):
+        return self._boot(name, device=device, dtype=dtype, n_ctx=n_ctx, n_devices=n_devices)
+
+    def spellings(self, model):
+        memo = model.__dict__.get("_aura_tl_spellings")
+        if memo is None:
+            # an alias's HookPoint carries its canonical name: canonical -> alias (the TransformerLens 3 name)
+            memo = {point.name: name for name, point in model.hook_dict.items() if point.name != name}
+            model.__dict__["_aura_tl_spellings"] = memo
+        return memo
+
+    def layer_runner(self, model, tokens, attention_mask, last_layer):
+        return BridgeLayerRunner(model, tokens, attention_mask, last_layer)
+
+    def final_normalized(self, model, tokens):
+        captured = {}
+
+        def keep(activation, hook):
+            captured["normalized"] = activation
+
+        with model.hooks(fwd_hooks=[("ln_final.hook_out", keep)]):
+            model(tokens, use_cache=False, logits_to_keep=1)  # the unembedding runs on one position only
+        return captured["normalized"]
+
+    def unembed(self, model, normalized):
+        logits = model.unembed(normalized)
+        cap = getattr(model.original_model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits  # as the HF model's own head does (Gemma 2)
+
+    def decoder(self, model):
+        return BridgeDecoder(model)
+
+
+HOOKED = HookedBackend()
+BRIDGE = BridgeBackend()
