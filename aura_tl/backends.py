@@ -7,17 +7,21 @@ by block, the final normalised residual, and KV-cached decoding.
   wrapped around its modules: HF attention, HF cache, HF numerics.
 
 Everything above this module (responses, methods, gates, calibration, generation, lm-eval, the CLI) calls the
-same TransformerLens API on both (`model.hooks`, `hook_dict`, `cfg`, `model(tokens, stop_at_layer=...)`) and
-asks `backend_of(model)` for the few things that API does not give alike.
+same TransformerLens API on both (`HookPoint`s, `cfg`, `model(tokens, stop_at_layer=...)`), adds hooks through
+`hooks_applied` (the same as `model.hooks`, without the bridge's per-call cost), and asks `backend_of(model)` for
+the few things that API does not give alike.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +82,37 @@ def backend_of(model) -> "Backend":
 
 def get_backend(name: str | None = None) -> "Backend":
     return {"hooked": HOOKED, "bridge": BRIDGE}[check_backend(name)]
+
+
+def hook_point(model, name: str):
+    """The `HookPoint` a hook name (any spelling) refers to, from a table read once per model: a bridge rebuilds its
+    `hook_dict` (every alias resolved, ~20 ms for SmolLM2) on each read, and `model.hooks` reads it once per hook."""
+    points = model.__dict__.get("_aura_tl_hook_points")
+    if points is None or name not in points:
+        points = dict(model.hook_dict)
+        model.__dict__["_aura_tl_hook_points"] = points
+    if name not in points:
+        raise ValueError(f"{model.cfg.model_name} has no hook point {name!r}")
+    return points[name]
+
+
+_LEVELS = itertools.count(1 << 20)  # hook context levels of our own, apart from TransformerLens' small counters
+
+
+@contextmanager
+def hooks_applied(model, fwd_hooks: Sequence[tuple[str, Callable]]) -> Iterator:
+    """`model.hooks(fwd_hooks=...)` for either model class, at the cost of adding the hooks: they go on their hook
+    points at a context level of their own and exactly they are removed on exit, even on error."""
+    level, points = next(_LEVELS), []
+    try:
+        for name, fn in fwd_hooks:
+            point = hook_point(model, name)
+            point.add_hook(fn, dir="fwd", level=level)
+            points.append(point)
+        yield model
+    finally:
+        for point in {id(p): p for p in points}.values():
+            point.remove_hooks("fwd", including_permanent=False, level=level)
 
 
 class LayerRunner(ABC):
@@ -272,8 +307,8 @@ class BridgeLayerRunner(LayerRunner):
                    for i in range(self.last_layer + 1)]
         stop = self.last_layer + 1 if self.last_layer + 1 < self.model.cfg.n_layers else None
         try:
-            with self.model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", keep)]) as m:
-                m(self.tokens, attention_mask=self.mask, stop_at_layer=stop, use_cache=False, logits_to_keep=1)
+            with hooks_applied(self.model, [(f"blocks.{layer}.hook_resid_pre", keep)]):
+                self.model(self.tokens, attention_mask=self.mask, stop_at_layer=stop, use_cache=False, logits_to_keep=1)
         finally:
             for handle in handles:
                 handle.remove()
@@ -373,7 +408,7 @@ class BridgeBackend(Backend):
         def keep(activation, hook):
             captured["normalized"] = activation
 
-        with model.hooks(fwd_hooks=[("ln_final.hook_out", keep)]):
+        with hooks_applied(model, [("ln_final.hook_out", keep)]):
             model(tokens, use_cache=False, logits_to_keep=1)  # the unembedding runs on one position only
         return captured["normalized"]
 

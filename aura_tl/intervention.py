@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from aura_tl.backends import hook_point, hooks_applied
 from aura_tl.gating import GateRule, gated, rule_of
 from aura_tl.hooks import layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
@@ -101,7 +102,7 @@ class Intervention:
                 f"{self.shape.d_model}, d_mlp {self.shape.d_mlp}) but the model is {actual.name} ({actual.n_layers} "
                 f"layers, d_model {actual.d_model}, d_mlp {actual.d_mlp}): learn one for this model"
             )
-        points = model.hook_dict  # a bridge builds this mapping on every read
+        points = model.hook_dict  # read once: a bridge builds this mapping on every read
         unknown = [n for n in self.tensors if n not in points]
         if unknown:
             raise ValueError(f"hooks {unknown[:3]} of this intervention do not exist in {actual.name}")
@@ -135,14 +136,14 @@ class Intervention:
     @contextmanager
     def applied(self, model) -> Iterator:
         """`with iv.applied(model): ...` runs the model steered and removes the hooks afterwards, even on error."""
-        with model.hooks(fwd_hooks=self._pairs_for(model)):
+        with hooks_applied(model, self._pairs_for(model)):
             yield model
 
     def attach(self, model) -> list[Callable]:
         """Add the hooks permanently (they survive `reset_hooks()`); `detach` removes exactly these."""
         pairs = self._pairs_for(model)
         for name, fn in pairs:
-            model.hook_dict[name].add_hook(fn, is_permanent=True)
+            hook_point(model, name).add_hook(fn, is_permanent=True)
         attached = getattr(model, "_aura_tl_attached", [])
         model._aura_tl_attached = attached + pairs
         return [fn for _, fn in pairs]
@@ -151,7 +152,7 @@ class Intervention:
     def detach(model) -> None:
         """Remove every hook that `attach` added, leaving the user's own hooks in place."""
         for name, fn in getattr(model, "_aura_tl_attached", []):
-            point = model.hook_dict[name]
+            point = hook_point(model, name)
             keep = []
             for handle in point.fwd_hooks:
                 if handle.user_hook is fn:
@@ -233,7 +234,7 @@ def hook_widths(model, names: list[str]) -> dict[str, int]:
 
         layers = [layer_of(n) for n in missing]
         stop = None if min(layers) < 0 else max(layers) + 1  # a hook outside the blocks needs the whole pass
-        with torch.inference_mode(), model.hooks(fwd_hooks=[(n, record(n)) for n in missing]):
+        with torch.inference_mode(), hooks_applied(model, [(n, record(n)) for n in missing]):
             model(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), stop_at_layer=stop)
     return {n: memo.get(n) for n in names}
 
@@ -283,7 +284,7 @@ class InterventionStack:
 
     @contextmanager
     def applied(self, model) -> Iterator:
-        with model.hooks(fwd_hooks=[pair for part in self.parts for pair in part._pairs_for(model)]):
+        with hooks_applied(model, [pair for part in self.parts for pair in part._pairs_for(model)]):
             yield model
 
     def attach(self, model) -> list[Callable]:

@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aura_tl.distributed import merge_shards, shard
-from aura_tl.backends import backend_of
+from aura_tl.backends import backend_of, hooks_applied
 from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names, split_patterns, user_hook_name
 from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
@@ -268,7 +268,7 @@ def collect_responses(
     names = resolve_hook_names(model, hooks)
     stop_at = max(layer_of(n) for n in names) + 1
     stop_at_layer = stop_at if 0 < stop_at < model.cfg.n_layers else None
-    with torch.inference_mode(), model.hooks(fwd_hooks=pooler.hooks(names)):
+    with torch.inference_mode(), hooks_applied(model, pooler.hooks(names)):
         rank, world = shard()
         for batch, _ in tqdm(pooler.batches(), total=len(pooler.ranges[rank::world]), desc="responses",
                              disable=not progress or rank > 0):
@@ -362,9 +362,9 @@ def collect_responses_causal(
             here = [n for n in names if layer_of(n) == layer]
             for batch, rows, runner in batches:
                 pooler.current = (batch, rows)
-                with model.hooks(fwd_hooks=fitted):
+                with hooks_applied(model, fitted):
                     runner.carry_to(layer)
-                    with model.hooks(fwd_hooks=pooler.hooks(here)):
+                    with hooks_applied(model, pooler.hooks(here)):
                         runner.run(layer)
                 bar.update(1)
             pooler.merge(here)  # every rank fits the same maps from all rows

@@ -76,7 +76,7 @@ def tiny(tmp_path_factory):
     return load_model(str(folder), device="cpu")
 
 
-REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned"}
+REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned", "smol_pair"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ spellings; errors for unknown rules, stray gate options and files whose rule is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -65,8 +66,8 @@ def toy_rule():
 
 def by_hand(tiny, iv: Intervention) -> torch.Tensor:
     """Logits with a + g(a) (f(a) - a) at every hook: f Linear-AcT at the file's lambda, g the toy formula."""
-    def hook(activation, hook):
-        t = iv.tensors[hook.name]
+    def hook(activation, hook, name):  # keyed by the name asked for: a bridge's hook sees its canonical name
+        t = iv.tensors[name]
         lam = iv.strength
         inside = (activation >= t["lo"]) & (activation <= t["hi"])
         edited = torch.where(inside, (1 - lam) * activation + lam * (t["omega"] * activation + t["beta"]), activation)
@@ -74,7 +75,7 @@ def by_hand(tiny, iv: Intervention) -> torch.Tensor:
         g = torch.sigmoid(t["gate_sharpness"] * (t["gate_radius"] - distance))
         return activation + g * (edited - activation)
 
-    return tiny.run_with_hooks(TOKENS, fwd_hooks=[(h, hook) for h in HOOKS])
+    return tiny.run_with_hooks(TOKENS, fwd_hooks=[(h, partial(hook, name=h)) for h in HOOKS])
 
 
 def test_a_rule_from_outside_runs_end_to_end(tiny, toy_rule, tmp_path):

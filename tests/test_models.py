@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from aura_tl.backends import BACKENDS, hooked_transformer_available
 from aura_tl.models import ModelShape, hf_tokenizer, load_model, resolve_hf_folder
 
 
@@ -40,29 +41,34 @@ def test_bad_model_paths(tmp_path):
         load_model("smollm2-135m", dtype="float8")
 
 
-def test_n_devices_reaches_the_transformerlens_config(monkeypatch, tmp_path):
-    """Models larger than one GPU: `n_devices` goes to TransformerLens' config (checked as far as a CPU allows)."""
-    import pytest
-    from transformer_lens import loading
-
-    from aura_tl.models import load_model
-
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_n_devices_reaches_transformerlens(backend, monkeypatch, tmp_path):
+    """Models larger than one GPU: `n_devices` goes to TransformerLens (checked as far as a CPU allows)."""
+    if backend == "hooked" and not hooked_transformer_available():
+        pytest.skip("this TransformerLens has no HookedTransformer")
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="n_devices=2 splits the model over 2 GPUs"):
-        load_model(str(tmp_path), device="cpu", n_devices=2)
+        load_model(str(tmp_path), device="cpu", n_devices=2, backend=backend)
     seen = {}
 
-    def fake_config(*args, **kwargs):
+    def record(*args, **kwargs):
         seen.update(kwargs)
         raise RuntimeError("stop here")
 
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a machine with two GPUs, as far as the checks see
-    monkeypatch.setattr(loading, "get_pretrained_model_config", fake_config)
-    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: _FakeHF())
-    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
+    if backend == "hooked":
+        from transformer_lens import loading
+
+        monkeypatch.setattr(loading, "get_pretrained_model_config", record)
+        monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: _FakeHF())
+        monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: None)
+    else:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        monkeypatch.setattr(TransformerBridge, "boot_transformers", record)
     with pytest.raises(RuntimeError, match="stop here"):
-        load_model(str(tmp_path), device="cuda", n_devices=2)
+        load_model(str(tmp_path), device="cuda", n_devices=2, backend=backend)
     assert seen["n_devices"] == 2
 
 
