@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from aura_tl.generation import SamplingConfig, generate, next_token
@@ -6,6 +7,7 @@ PROMPTS = ["The capital of Germany is", "I hate you because you are",
            "Once upon a time, in a small village far away,"]
 
 
+@pytest.mark.equality
 def test_batched_greedy_equals_hugging_face(smol, smol_hf):
     hf, tokenizer = smol_hf
     ours = generate(smol, PROMPTS, SamplingConfig(max_new_tokens=12), batch_size=3)

@@ -28,6 +28,7 @@ def pair():
     return ours, ref
 
 
+@pytest.mark.equality
 def test_loglikelihood_parity(pair):
     ours, ref = pair
     requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(PAIRS)]
@@ -37,6 +38,7 @@ def test_loglikelihood_parity(pair):
     assert abs(ours.loglikelihood_rolling(rolling)[0] - ref.loglikelihood_rolling(rolling)[0]) < 1e-2
 
 
+@pytest.mark.equality
 def test_greedy_generation_parity(pair):
     ours, ref = pair
     requests = [Instance("generate_until", {}, (c, {"until": ["\n\n"], "max_gen_toks": 16, "do_sample": False}), i)

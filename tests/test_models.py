@@ -5,6 +5,7 @@ from aura_tl.backends import BACKENDS, hooked_transformer_available
 from aura_tl.models import ModelShape, hf_tokenizer, load_model, resolve_hf_folder
 
 
+@pytest.mark.equality
 def test_logits_match_hugging_face(smol, smol_hf):
     hf, tokenizer = smol_hf
     text = ["The capital of Germany is", "Toxic language detection with sparse neurons works because"]
@@ -19,6 +20,7 @@ def test_logits_match_hugging_face(smol, smol_hf):
     assert tokenizer.decode(smol(ids)[0, -1].argmax()) == " Berlin"
 
 
+@pytest.mark.equality
 def test_tokenizer_is_the_hf_one(smol, smol_hf):
     _, tokenizer = smol_hf
     assert hf_tokenizer(smol)("Hello world")["input_ids"] == tokenizer("Hello world")["input_ids"]
