@@ -15,7 +15,6 @@ the few things that API does not give alike.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import re
 import warnings
@@ -28,8 +27,6 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-
-log = logging.getLogger(__name__)
 
 BACKENDS = ("hooked", "bridge")
 BACKEND_ENV = "AURA_TL_BACKEND"
@@ -91,6 +88,7 @@ def hook_point(model, name: str):
     if points is None or name not in points:
         points = dict(model.hook_dict)
         model.__dict__["_aura_tl_hook_points"] = points
+    name = name if name in points else backend_of(model).user_name(model, name)
     if name not in points:
         raise ValueError(f"{model.cfg.model_name} has no hook point {name!r}")
     return points[name]
@@ -118,7 +116,8 @@ def hooks_applied(model, fwd_hooks: Sequence[tuple[str, Callable]]) -> Iterator:
 class LayerRunner(ABC):
     """One batch run block by block, for causal estimation: `carry_to(layer)` brings the residual to the input of
     `layer` (each block in between runs once, with the hooks active now), `run(layer)` runs that block once more
-    from it (its output is dropped: hooks read what it computes). About two block passes per hooked layer."""
+    from it (its output is dropped: hooks read what it computes). About two block passes per hooked layer
+    (`HookedTransformer`) or three (bridge: one more to record each block's arguments), whatever the depth."""
 
     def __init__(self, model, tokens: Int[Tensor, "b p"], attention_mask: Int[Tensor, "b p"], last_layer: int):
         self.model, self.tokens, self.mask, self.last_layer = model, tokens, attention_mask, last_layer
