@@ -83,7 +83,9 @@ def get_backend(name: str | None = None) -> "Backend":
 
 def hook_point(model, name: str):
     """The `HookPoint` a hook name (any spelling) refers to, from a table read once per model: a bridge rebuilds its
-    `hook_dict` (every alias resolved, ~20 ms for SmolLM2) on each read, and `model.hooks` reads it once per hook."""
+    `hook_dict` (every alias resolved, ~20 ms for SmolLM2) on each read, and `model.hooks` reads it once per hook.
+    The first time a name is used, the model's own `add_hook` checks it, so TransformerLens' refusals stand (e.g.
+    `attn.hook_result` before `set_use_attn_result(True)`: a hook that would never fire), on both classes."""
     points = model.__dict__.get("_aura_tl_hook_points")
     if points is None or name not in points:
         points = dict(model.hook_dict)
@@ -91,7 +93,31 @@ def hook_point(model, name: str):
     name = name if name in points else backend_of(model).user_name(model, name)
     if name not in points:
         raise ValueError(f"{model.cfg.model_name} has no hook point {name!r}")
+    checked: set = model.__dict__.setdefault("_aura_tl_checked_hooks", set())
+    if name not in checked:
+        try:
+            model.add_hook(name, _no_op)  # TransformerLens' own checks
+        except AssertionError as error:  # HookedTransformer asserts where the bridge raises
+            raise ValueError(str(error)) from None
+        finally:
+            remove_hook_fn(points[name], _no_op)
+        checked.add(name)
     return points[name]
+
+
+def _no_op(activation, hook) -> None:
+    return None
+
+
+def remove_hook_fn(point, fn: Callable) -> None:
+    """Take exactly the hooks running `fn` off a hook point, leaving every other hook (the user's) in place."""
+    keep = []
+    for handle in point.fwd_hooks:
+        if handle.user_hook is fn:
+            handle.hook.remove()
+        else:
+            keep.append(handle)
+    point.fwd_hooks = keep
 
 
 _LEVELS = itertools.count(1 << 20)  # hook context levels of our own, apart from TransformerLens' small counters

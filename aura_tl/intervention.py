@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from aura_tl.backends import hook_point, hooks_applied
+from aura_tl.backends import hook_point, hooks_applied, remove_hook_fn
 from aura_tl.gating import GateRule, gated, rule_of
 from aura_tl.hooks import layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
@@ -152,14 +152,7 @@ class Intervention:
     def detach(model) -> None:
         """Remove every hook that `attach` added, leaving the user's own hooks in place."""
         for name, fn in getattr(model, "_aura_tl_attached", []):
-            point = hook_point(model, name)
-            keep = []
-            for handle in point.fwd_hooks:
-                if handle.user_hook is fn:
-                    handle.hook.remove()
-                else:
-                    keep.append(handle)
-            point.fwd_hooks = keep
+            remove_hook_fn(hook_point(model, name), fn)
         model._aura_tl_attached = []
 
     # --- files -------------------------------------------------------------------------------------------------

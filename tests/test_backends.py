@@ -56,6 +56,21 @@ def test_hook_names_are_spelt_one_way(tiny):
         resolve_hook_names(tiny, "blocks.*.mlp.hook_psot")
 
 
+def test_hooks_applied_adds_and_removes_exactly_its_hooks_and_keeps_transformerlens_refusals(tiny):
+    from aura_tl.backends import hook_point, hooks_applied
+
+    seen = []
+    point = hook_point(tiny, "blocks.0.mlp.hook_post")
+    with tiny.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", lambda a, hook: seen.append("theirs"))]):
+        with hooks_applied(tiny, [("blocks.0.mlp.out.hook_in", lambda a, hook: seen.append("ours"))]):
+            tiny(torch.tensor([[1, 2, 3]]))
+        assert len(point.fwd_hooks) == 1  # ours gone, the user's own still there
+    assert seen == ["theirs", "ours"] and not point.fwd_hooks
+    with pytest.raises(ValueError, match="use_attn_result"):  # a hook that would never fire is refused, as TL does
+        with hooks_applied(tiny, [("blocks.0.attn.hook_result", lambda a, hook: None)]):
+            pass
+
+
 def test_unknown_backend_is_refused_before_any_weight(tiny_dir):
     with pytest.raises(ValueError, match="unknown backend 'tl5'; choose from hooked, bridge"):
         load_model(str(tiny_dir), backend="tl5")
