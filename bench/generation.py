@@ -75,7 +75,8 @@ def main() -> None:
     hf, _ = load_hf(args.model, device=args.device)
     tokenizer = hf_tokenizer(model)
     pad = pad_token_id(tokenizer)
-    intervention = learn_cached(model, DEFAULT_METHOD, get_method(DEFAULT_METHOD).options()).intervention
+    options = get_method(DEFAULT_METHOD).options()
+    intervention = learn_cached(model, DEFAULT_METHOD, options, progress=False).intervention
     encoded = [tokenizer(p)["input_ids"] for p in prompts(args.prompts)]
     ids, mask = left_pad(encoded, pad, args.device)
     sampled = SamplingConfig(max_new_tokens=args.new_tokens, do_sample=True, top_p=0.9, seed=0)

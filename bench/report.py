@@ -157,15 +157,16 @@ def run_lm_eval(args, name: str, model_args: str, out: Path) -> None:
 
 
 def generation_speed(args, learned, rounds: int = 3) -> dict[str, float]:
-    """Generation tokens/s (64 prompts x 20 new tokens, greedy, batch 32) without and with each learned
-    intervention: they take turns, `rounds` times, and each keeps its median (one pass moves ~10 % on a shared CPU)."""
+    """Generation tokens/s (64 prompts x 20 new tokens, greedy, batch 32, on the backend `aura-hooked` runs) without
+    and with each learned intervention: they take turns, `rounds` times, and each keeps its median (one pass moves ~10 % on a shared CPU)."""
     import torch
 
     from aura_tl.generation import SamplingConfig, generate
     from aura_tl.intervention import Intervention
+    from aura_tl.backends import evaluation_backend
     from aura_tl.models import load_model
 
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, backend=evaluation_backend())  # what aura-hooked runs
     prompts = [f"Example number {i}: the people next door are" for i in range(64)]
     config = SamplingConfig(max_new_tokens=20)
     generate(model, prompts[:8], config)  # warm-up

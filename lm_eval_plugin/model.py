@@ -19,7 +19,8 @@ Model args:
   batch_size                an int, or auto / auto:N (the CLI's --batch_size also reaches here)
   max_length, max_gen_toks  context length (default n_ctx) and default generation length (256)
   n_devices                 split the blocks over this many GPUs (TransformerLens' layer split; default 1)
-  backend                   hooked or bridge (`aura_tl.backends`; default: hooked on TransformerLens 3, bridge on 4)
+  backend                   hooked or bridge (`aura_tl.backends`; default: $AURA_TL_BACKEND, else bridge: HF-speed
+                            generation, the same numbers)
 
 Scoring reuses lm-eval's `TemplateLM` (context/continuation encoding) and `Collator` (length-sorted batches,
 one-token-continuation cache, per-gen-kwargs groups), so results equal lm-eval's `hf` model on the same weights.
@@ -44,7 +45,7 @@ from lm_eval.models.utils import (
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
-from aura_tl.backends import backend_of, check_backend
+from aura_tl.backends import backend_of, evaluation_backend
 from aura_tl.generation import SamplingConfig, generate_ids, keep_end, prompt_budget, stop_checker
 from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
 from aura_tl.models import DEFAULT_MODEL, check_device, default_device, hf_tokenizer, load_model, pad_token_id
@@ -146,7 +147,7 @@ class AuraHookedLM(TemplateLM):
         if save_intervention and intervention:
             raise ValueError(f"save_intervention writes a learned intervention; intervention={intervention} is "
                              "already a file (copy it instead)")
-        backend = check_backend(backend)
+        backend = evaluation_backend(backend)
         plan = plan_intervention(intervention, method, method_options, use_cache)  # bad args fail before the model loads
         self.parallel = DataParallel()
         self._rank, self._world_size = self.parallel.rank, self.parallel.world_size

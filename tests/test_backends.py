@@ -142,6 +142,34 @@ def test_the_installed_transformers_fills_the_bridge_cache(tiny_dir):
     check_kv_cache(load_model(str(tiny_dir), device="cpu", backend="bridge"))
 
 
+def test_bridge_attention_is_hugging_faces_until_a_pattern_is_hooked(tiny_dir):
+    """The bridge runs HF's (SDPA) attention module while no attention-internal hook is set: logits equal HF's;
+    hooking `hook_pattern` switches that block to TransformerLens' own attention for the call, and the pattern it
+    hands over is a causal, padding-aware softmax whose logits still equal HF's."""
+    model = load_model(str(tiny_dir), device="cpu", backend="bridge")
+    hf, tokenizer = load_hf(str(tiny_dir))
+    tokens, mask = tokens_of(model)
+    rows = mask.bool()
+    with torch.no_grad():
+        reference = hf(tokens, attention_mask=mask).logits
+    calls = []
+    spy = model.blocks[0].attn.original_component.register_forward_hook(lambda *args: calls.append(1))
+    with torch.inference_mode():
+        fast = model(tokens, attention_mask=mask)
+        patterns = {}
+        with model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", lambda a, hook: patterns.setdefault(0, a.clone()))]):
+            full = model(tokens, attention_mask=mask)
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n.endswith("hook_pattern"))
+    spy.remove()
+    assert calls == [1]  # HF's module ran in the fast pass only: a hooked pattern (or a cache of patterns) is TL's
+    torch.testing.assert_close(fast[rows], reference[rows], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(full[rows], reference[rows], rtol=1e-5, atol=1e-5)
+    pattern = patterns[0]  # [batch, head, query, key]
+    assert torch.allclose(pattern.sum(-1)[rows[:, None, :].expand_as(pattern[..., 0])], torch.tensor(1.0))
+    assert float(pattern.triu(1).abs().max()) == 0.0  # causal
+    assert "blocks.1.attn.hook_pattern" in cache
+
+
 def hf_with_edit(hf, iv: Intervention, input_ids) -> torch.Tensor:
     """Logits of the plain HF model with the intervention's edit written by hand as torch hooks on HF's modules:
     `hook_attn_out` is what `self_attn` returns, `mlp.hook_post` what enters `mlp.down_proj`."""
