@@ -47,7 +47,7 @@ def main() -> None:
     models = {
         "hf": HFLM(pretrained=str(resolve_hf_folder("smollm2-135m")), batch_size=args.batch_size, dtype="float32",
                    device=device),
-        "aura-hooked (none)": AuraHookedLM(batch_size=args.batch_size, device=device),
+        "aura-hooked (none)": AuraHookedLM(batch_size=args.batch_size, device=device, method="none"),
         "aura-hooked (AurA)": AuraHookedLM(batch_size=args.batch_size, device=device, method="aura",
                                            max_per_class=200),
     }
