@@ -217,6 +217,11 @@ class Backend(ABC):
     def decoder(self, model) -> Decoder: ...
 
 
+def _softcap(logits: Tensor, cap: float | None) -> Tensor:
+    """`cap * tanh(logits / cap)` where the model caps its logits (Gemma 2), as its own forward does."""
+    return cap * torch.tanh(logits / cap) if cap and cap > 0 else logits
+
+
 # --- HookedTransformer ----------------------------------------------------------------------------------------------
 
 class HookedLayerRunner(LayerRunner):
@@ -236,11 +241,43 @@ class HookedDecoder(Decoder):
     def prefill(self, tokens, attention_mask):
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-        self.cache = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, tokens.shape[0])
-        return self.model(tokens, attention_mask=attention_mask, past_kv_cache=self.cache)[:, -1]
+        cfg = self.model.cfg
+        self.cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, tokens.shape[0])
+        residual = self.model(tokens, attention_mask=attention_mask, past_kv_cache=self.cache,
+                              stop_at_layer=cfg.n_layers)  # every block; the unembedding on the last position only
+        last = residual[:, -1]
+        return HOOKED.unembed(self.model, self.model.ln_final(last) if cfg.normalization_type is not None else last)
 
     def step(self, tokens):
         return self.model(tokens, attention_mask=torch.ones_like(tokens), past_kv_cache=self.cache)[:, -1]
+
+
+# HookedTransformer configures these families from the official model name alone (never from a folder's config)
+NAME_CONFIGURED_FAMILIES = ("gemma",)
+
+
+def official_name_for(hf_config) -> str | None:
+    """For a local folder of a family HookedTransformer configures by official name only (Gemma: local/global
+    attention, post-norms, query scaling are in its name-keyed table), the official name whose configuration has
+    the folder's shape (layers, widths, heads, vocabulary); None for every other folder (read from its config).
+    Without it a Gemma folder is refused, or, if its path happens to contain 'gemma', configured as Gemma 1."""
+    from transformer_lens import loading
+
+    family = str(getattr(hf_config, "model_type", "")).lower()
+    if not family.startswith(NAME_CONFIGURED_FAMILIES):
+        return None
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    shape = (text.num_hidden_layers, text.hidden_size, text.intermediate_size, text.num_attention_heads,
+             text.vocab_size)
+    for name in loading.OFFICIAL_MODEL_NAMES:
+        if not name.lower().startswith(f"google/{family.split('_')[0].replace('gemma', 'gemma-')}"):
+            continue
+        cfg = loading.convert_hf_model_config(name)  # name-keyed for these families: nothing is fetched
+        if (cfg["n_layers"], cfg["d_model"], cfg["d_mlp"], cfg["n_heads"], cfg["d_vocab"]) == shape:
+            return name
+    raise ValueError(f"HookedTransformer configures {family} models by official name, and none of TransformerLens' "
+                     f"has this folder's shape (layers, d_model, d_mlp, heads, vocabulary) {shape}: use "
+                     "backend=bridge, which reads the folder's own config")
 
 
 class HookedBackend(Backend):
@@ -252,9 +289,10 @@ class HookedBackend(Backend):
 
         hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        cfg = loading.get_pretrained_model_config(str(folder), hf_cfg=hf_model.config.to_dict(), n_ctx=n_ctx,
+        source = official_name_for(hf_model.config) or str(folder)
+        cfg = loading.get_pretrained_model_config(source, hf_cfg=hf_model.config.to_dict(), n_ctx=n_ctx,
                                                   device=device, dtype=dtype, n_devices=n_devices)
-        state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
+        state_dict = loading.get_pretrained_state_dict(source, cfg, hf_model, dtype=dtype)
         del hf_model
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TL 3.9 warns on every HookedTransformer build
@@ -301,7 +339,7 @@ class HookedBackend(Backend):
         return model.ln_final(residual) if model.cfg.normalization_type is not None else residual
 
     def unembed(self, model, normalized):
-        return model.unembed(normalized[None])[0]
+        return _softcap(model.unembed(normalized[None])[0], model.cfg.output_logits_soft_cap)
 
     def decoder(self, model):
         return HookedDecoder(model)
@@ -483,9 +521,7 @@ class BridgeBackend(Backend):
         return captured["normalized"]
 
     def unembed(self, model, normalized):
-        logits = model.unembed(normalized)
-        cap = getattr(model.original_model.config, "final_logit_softcapping", None)
-        return torch.tanh(logits / cap) * cap if cap else logits  # as the HF model's own head does (Gemma 2)
+        return _softcap(model.unembed(normalized), getattr(model.original_model.config, "final_logit_softcapping", None))
 
     def decoder(self, model):
         return BridgeDecoder(model)

@@ -16,7 +16,7 @@ import time
 from aura_tl.backends import BACKEND_HELP, BACKENDS
 from aura_tl.gating import DEFAULT_GATE, gate_names, get_gate
 from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
-from aura_tl.models import DEFAULT_MODEL
+from aura_tl.models import DEFAULT_MODEL, EMBEDDED_MODELS
 from aura_tl.options import add_option_flags, given_values, option_names, parse_float_flag
 
 DEFAULT_PROMPTS = [
@@ -29,7 +29,8 @@ DEFAULT_PROMPTS = [
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="TransformerLens name, local HF folder, .gguf file, or the embedded 'smollm2-135m'")
+                        help="TransformerLens name, local HF folder, .gguf file, or an embedded model: "
+                             + ", ".join(EMBEDDED_MODELS) + f" (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)

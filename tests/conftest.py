@@ -1,4 +1,4 @@
-"""Shared fixtures: the real SmolLM2-135M (session-wide), tiny random Llamas with SmolLM2's tokenizer for fast unit
+"""Shared fixtures: the real SmolLM2-135M and Gemma-3-270M (session-wide), tiny random Llamas with SmolLM2's tokenizer for fast unit
 tests (loaded through the same code as real models, by the backend under test: `$AURA_TL_BACKEND`, else the
 TransformerLens default), and the shared data folder (tests that need it skip with a reason when absent)."""
 
@@ -32,6 +32,33 @@ def smol_hf():
     from aura_tl.models import load_hf
 
     return load_hf("smollm2-135m")
+
+
+def embedded_or_skip(alias: str):
+    """Skip (naming the install command) where the packages of an embedded model are not installed."""
+    from aura_tl.models import EMBEDDED_MODELS, _package_dir
+
+    try:
+        _package_dir(alias)
+    except FileNotFoundError:
+        pytest.skip(f"{alias} is not installed: {EMBEDDED_MODELS[alias].install}")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma-3-270M (base; the second embedded model), by the backend under test."""
+    from aura_tl.models import load_model
+
+    embedded_or_skip("gemma3-270m")
+    return load_model("gemma3-270m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma_hf():
+    from aura_tl.models import load_hf
+
+    embedded_or_skip("gemma3-270m")
+    return load_hf("gemma3-270m")
 
 
 def save_tiny_llama(folder: Path, *, hidden: int = 32, heads: int = 4, head_dim: int = 8, mlp: int = 48,
@@ -76,11 +103,11 @@ def tiny(tmp_path_factory):
     return load_model(str(folder), device="cpu")
 
 
-REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned", "smol_pair"}
+REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned", "smol_pair", "gemma", "gemma_hf", "gemma_pair"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test that loads the real SmolLM2 is `slow`, so `-m "not slow"` is the quick loop."""
+    """Every test that loads a real model is `slow`, so `-m "not slow"` is the quick loop."""
     for item in items:
         if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

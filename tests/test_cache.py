@@ -9,7 +9,7 @@ import torch
 from aura_tl import cache as C
 from aura_tl.methods import get_method
 
-OPTIONS = {"hooks": "hook_attn_out", "max_per_class": 40}
+OPTIONS = {"hooks": "hook_attn_out", "max_per_class": 40, "max_ppl_increase": "none"}  # uncalibrated: strength is applied, not learned
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from aura_tl.calibrate import bisect_strength, perplexity, wikitext_documents
+from aura_tl.calibrate import bisect_strength, paragraph_perplexity, paragraphs, perplexity, wikitext_documents
 from aura_tl.data import ConceptData
 from aura_tl.learn import learn_intervention
 
@@ -11,18 +11,7 @@ TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed
 
 
 def test_perplexity_matches_the_mean_token_loss(tiny):
-    import math
-
-    import torch
-
-    from aura_tl.models import hf_tokenizer
-
-    ids = hf_tokenizer(tiny)(TEXT, add_special_tokens=False)["input_ids"][:64]
-    loss = tiny(torch.tensor([ids]), return_type="loss")
-    assert perplexity(tiny, TEXT, window=64, max_tokens=64) == pytest.approx(math.exp(float(loss)), rel=1e-5)
-
-
-def test_word_perplexity_divides_the_same_loss_by_the_predicted_words(tiny):
+    """By hand: one window = BOS + the text's first 63 tokens; TransformerLens' own mean loss over it."""
     import math
 
     import torch
@@ -30,11 +19,29 @@ def test_word_perplexity_divides_the_same_loss_by_the_predicted_words(tiny):
     from aura_tl.models import hf_tokenizer
 
     tokenizer = hf_tokenizer(tiny)
-    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"][:64]
-    total = float(tiny(torch.tensor([ids]), return_type="loss")) * (len(ids) - 1)
-    words = len(tokenizer.decode(ids[1:]).split())  # by hand: the words of every token after the first
-    assert 0 < words < len(ids) - 1
-    assert perplexity(tiny, TEXT, window=64, max_tokens=64, unit="word") == pytest.approx(math.exp(total / words),
+    ids = [tokenizer.bos_token_id] + tokenizer(TEXT, add_special_tokens=False)["input_ids"][:63]
+    loss = tiny(torch.tensor([ids]), return_type="loss")
+    assert perplexity(tiny, TEXT, window=64, max_tokens=63) == pytest.approx(math.exp(float(loss)), rel=1e-5)
+    # two windows, each from BOS: the pooled loss of both, by hand
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"][:100]
+    total = sum(float(tiny(torch.tensor([[tokenizer.bos_token_id] + part]), return_type="loss")) * len(part)
+                for part in (ids[:63], ids[63:]))
+    assert perplexity(tiny, TEXT, window=64, max_tokens=100) == pytest.approx(math.exp(total / 100), rel=1e-5)
+
+
+def test_word_perplexity_divides_the_same_loss_by_the_words(tiny):
+    import math
+
+    import torch
+
+    from aura_tl.models import hf_tokenizer
+
+    tokenizer = hf_tokenizer(tiny)
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"][:63]
+    total = float(tiny(torch.tensor([[tokenizer.bos_token_id] + ids]), return_type="loss")) * len(ids)
+    words = len(tokenizer.decode(ids).split())  # by hand: the words of every scored token
+    assert 0 < words < len(ids)
+    assert perplexity(tiny, TEXT, window=64, max_tokens=63, unit="word") == pytest.approx(math.exp(total / words),
                                                                                          rel=1e-5)
     with pytest.raises(ValueError, match="unit"):
         perplexity(tiny, TEXT, unit="byte")
@@ -82,10 +89,14 @@ def test_learn_with_a_budget_on_the_real_model(smol, tmp_path):
                             calibration_text=str(text), progress=False)
     record = iv.metadata["calibration"]
     assert iv.strength == record["chosen_strength"] and record["text"] == str(text)
-    assert record["chosen_ppl"] <= record["budget_ppl"] == pytest.approx(record["base_ppl"] * 1.01, rel=1e-4)
-    assert record["unit"] == "word"
+    assert record["unit"] == "word" and record["budget_ratio"] == pytest.approx(1.01)
+    assert set(record["chosen_ppl"]) == {"long windows", "short paragraphs"}
+    for name, ppl in record["chosen_ppl"].items():  # the budget holds on each text of the panel
+        assert ppl <= record["base_ppl"][name] * 1.01 * (1 + 1e-6)
     with iv.applied(smol):
-        assert perplexity(smol, TEXT, unit="word") == pytest.approx(record["chosen_ppl"], rel=1e-3)
+        assert perplexity(smol, TEXT, unit="word") == pytest.approx(record["chosen_ppl"]["long windows"], rel=1e-3)
+        assert paragraph_perplexity(smol, paragraphs(TEXT), unit="word") == pytest.approx(
+            record["chosen_ppl"]["short paragraphs"], rel=1e-3)
     from aura_tl.intervention import Intervention
 
     assert Intervention.load(iv.save(tmp_path / "c.safetensors")).metadata["calibration"] == record
@@ -94,3 +105,25 @@ def test_learn_with_a_budget_on_the_real_model(smol, tmp_path):
 def test_wikitext_documents_split_at_titles():
     docs = wikitext_documents(" = A = \n one \n = = Sub = = \n two \n = B = \n three \n")
     assert len(docs) == 2 and "Sub" in docs[0]
+
+
+def test_paragraph_perplexity_scores_each_text_alone_from_bos(tiny):
+    """By hand: each paragraph's own sum of -log p(token | BOS and its earlier tokens), pooled over the tokens;
+    padding a short one next to a long one changes nothing."""
+    import math
+
+    import torch
+
+    from aura_tl.models import hf_tokenizer
+
+    tokenizer = hf_tokenizer(tiny)
+    texts = ["The committee met on Tuesday.", "Members agreed that the reading room needs more light, and more."]
+    total, count = 0.0, 0
+    for text in texts:
+        ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+        logprobs = tiny(torch.tensor([ids]))[0].log_softmax(-1)
+        total -= float(sum(logprobs[i, ids[i + 1]] for i in range(len(ids) - 1)))
+        count += len(ids) - 1
+    assert paragraph_perplexity(tiny, texts) == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert paragraph_perplexity(tiny, texts, batch_size=1) == pytest.approx(paragraph_perplexity(tiny, texts), rel=1e-6)
+    assert paragraphs(" = Title = \n first line \n = = Sub = = \n second line \n") == ["first line", "second line"]

