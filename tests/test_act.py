@@ -61,12 +61,13 @@ def concept(n: int = 16) -> ConceptData:
 
 @pytest.fixture(scope="module")
 def causal(tiny):
-    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", gate=False, progress=False)
+    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", gate=False, max_ppl_increase="none",
+                              progress=False)
 
 
 @pytest.fixture(scope="module")
 def plain(tiny):
-    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", causal=False, gate=False,
+    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", causal=False, gate=False, max_ppl_increase="none",
                               progress=False)
 
 

@@ -79,7 +79,7 @@ def by_hand(tiny, iv: Intervention) -> torch.Tensor:
 
 
 def test_a_rule_from_outside_runs_end_to_end(tiny, toy_rule, tmp_path):
-    iv = learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", gate="toy-radius", toy_sharpness="5",
+    iv = learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", max_ppl_increase="none", gate="toy-radius", toy_sharpness="5",
                             strength=1.5, progress=False)
     assert iv.gated and iv.gate_rule is toy_rule and iv.metadata["gate"]["rule"] == "toy-radius"
     assert iv.metadata["gate"]["options"] == {"toy_sharpness": 5.0} and iv.metadata["gate"]["pooling"] == "max"

@@ -92,7 +92,8 @@ def test_method_linact_learns_at_start_up(smol):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        steered = AuraHookedLM(method="linact", max_per_class="16", hooks="blocks.1*.hook_attn_out", device="cpu")
+        steered = AuraHookedLM(method="linact", max_per_class="16", hooks="blocks.1*.hook_attn_out",
+                               max_ppl_increase="none", device="cpu")
         plain = AuraHookedLM(method="none", device="cpu")
     assert steered.intervention.method == "linact" and len(steered.intervention.hook_names) == 11  # blocks.1 and 10-19
     request = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
