@@ -137,7 +137,10 @@ def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp
     from aura_tl.methods import get_method
 
     defaults = get_method(DEFAULT_METHOD).options()
-    assert f"{DEFAULT_METHOD}, lambda {defaults.strength:g}" in caplog.text and "none (unsteered)" in caplog.text
+    chosen = steered.intervention.strength  # calibrated: the strongest lambda <= the default within the budget
+    assert steered.intervention.metadata["calibration"]["max_ppl_increase"] == defaults.max_ppl_increase
+    assert 0 < chosen <= defaults.strength and steered.intervention.metadata["calibration"]["chosen_strength"] == chosen
+    assert f"{DEFAULT_METHOD}, lambda {chosen:g}" in caplog.text and "none (unsteered)" in caplog.text
     assert ("gated (conditional steering)" in caplog.text) == bool(defaults.gate) and info["gated"] == bool(defaults.gate)
     request = [Instance("loglikelihood", {}, ("You are a stupid", " idiot"), 0)]
     assert steered.loglikelihood(request)[0][0] != pytest.approx(plain.loglikelihood(request)[0][0], abs=1e-3)
