@@ -59,6 +59,7 @@ def test_gemma_greedy_generation_equals_hugging_face(gemma, gemma_hf):
         assert got == expected.tolist()[:len(got)] and len(got) > 0
 
 
+@pytest.mark.slow  # loads Gemma itself (twice), outside the fixtures that mark it
 @pytest.mark.equality
 def test_aura_hooked_equals_lm_eval_hf_on_gemma():
     """`aura-hooked` with no intervention against lm-eval's own `hf` model on the same folder."""
