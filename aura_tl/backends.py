@@ -224,6 +224,11 @@ def _softcap(logits: Tensor, cap: float | None) -> Tensor:
 
 # --- HookedTransformer ----------------------------------------------------------------------------------------------
 
+def _hooked_final_norm(model, residual: Tensor) -> Tensor:
+    """The residual after a HookedTransformer's final norm (none where the model has none): what it unembeds."""
+    return model.ln_final(residual) if model.cfg.normalization_type is not None else residual
+
+
 class HookedLayerRunner(LayerRunner):
     def carry_to(self, layer: int) -> None:
         if self.residual is None:
@@ -245,8 +250,7 @@ class HookedDecoder(Decoder):
         self.cache = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, tokens.shape[0])
         residual = self.model(tokens, attention_mask=attention_mask, past_kv_cache=self.cache,
                               stop_at_layer=cfg.n_layers)  # every block; the unembedding on the last position only
-        last = residual[:, -1]
-        return HOOKED.unembed(self.model, self.model.ln_final(last) if cfg.normalization_type is not None else last)
+        return HOOKED.unembed(self.model, _hooked_final_norm(self.model, residual[:, -1]))
 
     def step(self, tokens):
         return self.model(tokens, attention_mask=torch.ones_like(tokens), past_kv_cache=self.cache)[:, -1]
@@ -335,8 +339,7 @@ class HookedBackend(Backend):
         return HookedLayerRunner(model, tokens, attention_mask, last_layer)
 
     def final_normalized(self, model, tokens):
-        residual = model(tokens, stop_at_layer=model.cfg.n_layers)
-        return model.ln_final(residual) if model.cfg.normalization_type is not None else residual
+        return _hooked_final_norm(model, model(tokens, stop_at_layer=model.cfg.n_layers))
 
     def unembed(self, model, normalized):
         return _softcap(model.unembed(normalized[None])[0], model.cfg.output_logits_soft_cap)
