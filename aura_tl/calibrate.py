@@ -20,7 +20,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from aura_tl.models import hf_tokenizer
@@ -105,33 +107,45 @@ def paragraph_perplexity(model, texts: list[str], unit: str = "token", batch_siz
 
 
 def _perplexity_from_bos(model, rows: list[list[int]], unit: str, batch_size: int) -> float:
-    """exp(mean -log p) of every token of every row, each row read after BOS: rows sorted by length and right-padded
-    (causal: no real token sees the padding; its loss is masked), at most `batch_size` rows at once and fewer where
-    their logits would pass `LOGITS_BUDGET`."""
+    """exp(mean -log p) of every token of every row, each row read after BOS (see `token_logprobs_from_bos`)."""
     if unit not in ("token", "word"):
         raise ValueError(f"unit must be 'token' or 'word', got {unit!r}")
-    tokenizer = hf_tokenizer(model)
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    rows = sorted(r for r in rows if r)
+    rows = [r for r in rows if r]
     if not rows:
         raise ValueError("the calibration text has no tokens")
-    batch_size = max(1, min(batch_size, LOGITS_BUDGET // ((len(rows[-1]) + 1) * model.cfg.d_vocab)))
-    total, count, words = 0.0, 0, 0
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(r) for r in chunk)
-            tokens = torch.tensor([[bos] + r + [bos] * (width - len(r)) for r in chunk], device=model.cfg.device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=model.cfg.device)
-            logprobs = model(tokens)[:, :-1].float().log_softmax(-1)
-            picked = logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
-            total -= float((picked * mask).double().sum())
-            count += int(mask.sum())
-            if unit == "word":
-                words += sum(len(tokenizer.decode(r).split()) for r in chunk)
-    if unit == "word" and words == 0:
+    picked = token_logprobs_from_bos(model, rows, batch_size)
+    total = -sum(float(p.astype(np.float64).sum()) for p in picked)
+    if unit == "token":
+        return math.exp(total / sum(len(r) for r in rows))
+    tokenizer = hf_tokenizer(model)
+    words = sum(len(tokenizer.decode(r).split()) for r in rows)
+    if words == 0:
         raise ValueError("the calibration text has no words")
-    return math.exp(total / (count if unit == "token" else words))
+    return math.exp(total / words)
+
+
+def token_logprobs_from_bos(model, rows: list[list[int]], batch_size: int = 8) -> list[Float[np.ndarray, "tokens"]]:
+    """log p of each token of each row (token ids, no BOS), each row read alone after the tokenizer's BOS (EOS where
+    it has none): rows are batched by length and right-padded (causal: no real token sees the padding), at most
+    `batch_size` rows at once and fewer where their logits would pass `LOGITS_BUDGET`. Returned in input order."""
+    tokenizer = hf_tokenizer(model)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out: list = [None] * len(rows)
+    longest = max((len(r) for r in rows), default=0)
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET // ((longest + 1) * model.cfg.d_vocab)))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            width = max(len(rows[i]) for i in chunk)
+            tokens = torch.tensor([[bos] + rows[i] + [bos] * (width - len(rows[i])) for i in chunk],
+                                  device=model.cfg.device)
+            logits = model(tokens)[:, :-1].float()
+            # log p(next token) without a second vocabulary-sized tensor: its logit minus the log normaliser
+            picked = (logits.gather(-1, tokens[:, 1:, None])[..., 0] - logits.logsumexp(-1)).cpu().numpy()
+            for row, i in enumerate(chunk):
+                out[i] = picked[row, :len(rows[i])]
+    return out
 
 
 def bisect_strength(measure: Callable[[float], float], max_increase_pct: float, steps: int = 6,

@@ -136,9 +136,15 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path | None = None) -> Pa
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"))
-        if out.exists():
+        if _is_converted(out):  # another process converted it meanwhile: keep its folder, which may be in use
+            return out
+        if out.exists():  # a partial folder left by an older version
             shutil.rmtree(out)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # lost the race between the check and the rename
+            if not _is_converted(out):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

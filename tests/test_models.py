@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -107,3 +109,36 @@ def test_a_gemma_folder_gets_its_official_configuration():
     assert official_name_for(SimpleNamespace(model_type="llama", **shape)) is None
     with pytest.raises(ValueError, match="backend=bridge"):
         official_name_for(SimpleNamespace(model_type="gemma3_text", **{**shape, "num_hidden_layers": 7}))
+
+
+def test_a_conversion_another_process_finished_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Two processes converting the same GGUF at once (two CI legs, two lm_eval runs): the one that finishes second
+    keeps the first one's folder, which a reader may already be loading, instead of deleting and replacing it."""
+    import safetensors.torch
+    import transformers
+
+    from aura_tl.models import convert_gguf
+
+    class Tokenizer:
+        def save_pretrained(self, folder):
+            (Path(folder) / "tokenizer.json").write_text("{}")
+
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=16, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tokenizer())
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: model)
+    out = tmp_path / "hf" / "model"
+    real_save = safetensors.torch.save_model
+
+    def save_while_another_process_finishes(module, path):
+        real_save(module, path)
+        out.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            (out / name).write_text("theirs")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", save_while_another_process_finishes)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert convert_gguf(gguf, out) == out
+    assert (out / "config.json").read_text() == "theirs"  # not replaced under a reader
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # our temporary folder is gone

@@ -132,21 +132,39 @@ def test_stacked_configuration_bakes_each_members_strength(report, tmp_path, tin
         report.configurations(SimpleNamespace(strengths=[1.0], preprompted=[], preprompt="x", stack=["s=a,zz"]), learned)
 
 
-def test_continuation_nll_is_the_mean_loss_of_the_continuation_tokens_alone_or_padded(tiny):
-    """bench/continuation_fluency.py: by hand, -mean log p of the continuation's tokens given the prompt; a batch
-    with a longer neighbour (right padding) gives the same number."""
+def test_continuation_fluency_and_relevance_by_hand_alone_or_padded(tiny):
+    """bench/continuation_fluency.py, by hand from BOS: fluency = -mean log p of the continuation's tokens given
+    the prompt; relevance (PMI) = the mean of log p(token | BOS, prompt, ...) - log p(token | BOS, continuation so
+    far). A batch with a longer neighbour (right padding) gives the same numbers."""
     import torch
 
     from aura_tl.models import hf_tokenizer
-    from bench.continuation_fluency import continuation_nll
+    from bench.continuation_fluency import continuation_scores
 
     prompt, continuation = "The people next door are", " very kind and quiet"
     tokenizer = hf_tokenizer(tiny)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     ids = tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
+    cont = ids[n_prompt:]
     with torch.inference_mode():
-        logprobs = tiny(torch.tensor([ids])).log_softmax(-1)[0]
-    by_hand = -np.mean([float(logprobs[t - 1, ids[t]]) for t in range(n_prompt, len(ids))])
-    alone = continuation_nll(tiny, [(prompt, continuation)])
-    padded = continuation_nll(tiny, [(prompt, continuation), ("A much longer prompt than the other one,", " and more")])
-    assert alone[0] == pytest.approx(by_hand, rel=1e-4) and padded[0] == pytest.approx(by_hand, rel=1e-4)
+        given = tiny(torch.tensor([[bos] + ids])).log_softmax(-1)[0]
+        alone = tiny(torch.tensor([[bos] + cont])).log_softmax(-1)[0]
+    with_prompt = np.array([float(given[t, ids[t]]) for t in range(n_prompt, len(ids))])
+    without = np.array([float(alone[k, cont[k]]) for k in range(len(cont))])
+    single = continuation_scores(tiny, [(prompt, continuation)])
+    padded = continuation_scores(tiny, [(prompt, continuation), ("A much longer prompt than the other one,", " and more")])
+    for nll, pmi in (single, padded):
+        assert nll[0] == pytest.approx(-with_prompt.mean(), rel=1e-4)
+        assert pmi[0] == pytest.approx((with_prompt - without).mean(), rel=1e-3, abs=1e-4)
+
+
+def test_relevance_is_higher_for_a_continuation_that_follows_its_prompt(smol):
+    """On the real model, the same fluent sentence is more relevant after the prompt it continues than after an
+    unrelated one: PMI is the measure of staying on topic, not of fluency."""
+    from bench.continuation_fluency import continuation_scores
+
+    follows = (" to the station to catch the early train to London.")
+    _, pmi = continuation_scores(smol, [("Every morning she walks", follows),
+                                        ("The derivative of a polynomial is computed", follows)])
+    assert pmi[0] > pmi[1] + 0.3
