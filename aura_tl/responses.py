@@ -325,6 +325,25 @@ def responses_from_cache(
         {"hooks": names, "pooling": pooling, "n": n_rows, "source": "cache"},
     )
 
+class _AllPooled(Exception):
+    """Raised by the last of a layer's hooks to fire: the block need not run further."""
+
+
+def _stop_once_all_fired(names: Sequence[str]) -> list[tuple[str, Callable]]:
+    """Hooks (added after the pooling ones, so they run after them at each point) that end the block's forward once
+    every hook in `names` has fired."""
+    waiting = set(names)
+
+    def make(name):
+        def hook(activation, hook):
+            waiting.discard(name)
+            if not waiting:
+                raise _AllPooled
+        return hook
+
+    return [(name, make(name)) for name in names]
+
+
 def collect_responses_causal(
     model,
     texts: Sequence[str],
@@ -343,8 +362,8 @@ def collect_responses_causal(
     (or None). Returns the responses and the fitted `(name, fn)` pairs.
 
     The residual stream at the next hooked layer is kept per batch (`aura_tl.backends.LayerRunner`), so each block
-    runs once to carry it forward and once more (hooked blocks only) to pool: about twice a non-causal pass,
-    instead of one pass per layer.
+    runs once to carry it forward and once more (hooked blocks only, and only until its last hook has fired) to
+    pool: under twice a non-causal pass, instead of one pass per layer.
     Hooks of one layer are pooled together, with only earlier layers' hooks applied.
     """
     pooler = _Pooler(model, texts, pooling, batch_size, max_batch_tokens, max_length, "cpu")
@@ -364,8 +383,11 @@ def collect_responses_causal(
                 pooler.current = (batch, rows)
                 with hooks_applied(model, fitted):
                     runner.carry_to(layer)
-                    with hooks_applied(model, pooler.hooks(here)):
-                        runner.run(layer)
+                    with hooks_applied(model, [*pooler.hooks(here), *_stop_once_all_fired(here)]):
+                        try:
+                            runner.run(layer)
+                        except _AllPooled:  # the rest of the block (an MLP after `hook_attn_out`) reads nothing
+                            pass
                 bar.update(1)
             pooler.merge(here)  # every rank fits the same maps from all rows
             for name in here:
