@@ -168,3 +168,28 @@ def test_relevance_is_higher_for_a_continuation_that_follows_its_prompt(smol):
     _, pmi = continuation_scores(smol, [("Every morning she walks", follows),
                                         ("The derivative of a polynomial is computed", follows)])
     assert pmi[0] > pmi[1] + 0.3
+
+
+def test_retention_panel_has_every_text_and_its_ratio_is_word_perplexity_by_hand(tiny, shared_data, monkeypatch):
+    """bench/retention_panel.py: each kind of text is there and fits the model after BOS; a row's loss is its summed
+    -log p from BOS by hand; the ratio is exp((steered - base) / words) summed over the rows."""
+    import torch
+
+    from aura_tl.models import hf_tokenizer
+    from bench.retention_panel import PANEL, panel_rows, perplexity_ratio, row_losses
+
+    monkeypatch.setenv("AURA_SHARED_DATA", str(shared_data))
+    rows = panel_rows(tiny, docs=4, prompts=3, continuation_tokens=5, wikitext_tokens=200)
+    assert list(rows) == list(PANEL) and all(rows[name] for name in PANEL)
+    assert all(0 < len(r) < tiny.cfg.n_ctx for kind in rows.values() for r in kind)
+    assert len(rows["PIQA-length"]) == 4 and len(rows["own continuations"]) == 3
+    tokenizer = hf_tokenizer(tiny)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    row = rows["HellaSwag-length"][1]
+    with torch.inference_mode():
+        logprobs = tiny(torch.tensor([[bos] + row])).log_softmax(-1)[0]
+    by_hand = -sum(float(logprobs[t, row[t]]) for t in range(len(row)))
+    assert row_losses(tiny, rows["HellaSwag-length"])[1] == pytest.approx(by_hand, rel=1e-4)
+    words, base, steered = np.array([3.0, 5.0]), np.array([10.0, 20.0]), np.array([11.0, 20.5])
+    ratio, lo, hi = perplexity_ratio(words, base, steered)
+    assert ratio == pytest.approx(np.exp(1.5 / 8)) and lo <= ratio <= hi

@@ -1,0 +1,120 @@
+"""The retention panel per configuration: word perplexity of the model with each intervention against unsteered, on
+every kind of text where an edit may cost more than on long documents, paired per text.
+
+Texts (none read by calibration, which reads WikiText-2 documents 20-39):
+- long windows: WikiText-2 test documents 0-9 in 512-token windows, each from BOS (the report's reading);
+- short paragraphs: the same documents' paragraphs, each alone from BOS (at most 256 tokens);
+- PIQA-length: `Question: <goal>\\nAnswer: <correct solution>` of the first `--docs` validation documents (the
+  prompt of lm-eval's `piqa`), each alone from BOS;
+- HellaSwag-length: lm-eval's `hellaswag` query and its gold ending, first `--docs` validation documents;
+- own continuations: non-toxic RTP prompts of the `eval` split with the unsteered model's greedy continuation
+  (`--continuation-tokens`), each alone from BOS: text the model itself writes.
+
+    python bench/retention_panel.py --model smollm2-135m --intervention default=out/default.safetensors
+
+The ratio's 95 % interval resamples the texts of each kind (paired: the same texts with and without the edit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from jaxtyping import Float
+
+from aura_tl.calibrate import PARAGRAPH_TOKENS, retention_panel, token_logprobs_from_bos, wikitext_documents
+from aura_tl.data import rtp_records
+from aura_tl.generation import SamplingConfig, generate
+from aura_tl.intervention import Intervention
+from aura_tl.models import hf_tokenizer, load_model
+from aura_tl.paths import shared_data_dir
+from aura_tl.splits import prompt_is_toxic, prompt_text
+from bench.results.paired import paired_bootstrap
+from tasks.retention.utils import hellaswag_process_docs, load_hellaswag, load_piqa
+
+PANEL = ("long windows", "short paragraphs", "PIQA-length", "HellaSwag-length", "own continuations")
+
+
+def task_texts(docs: int) -> dict[str, list[str]]:
+    """PIQA and HellaSwag contexts with their gold answers, as lm-eval's tasks prompt them."""
+    piqa = load_piqa()["validation"].select(range(docs))
+    hellaswag = hellaswag_process_docs(load_hellaswag()["validation"].select(range(docs)))
+    return {"PIQA-length": [f"Question: {d['goal']}\nAnswer: {(d['sol1'], d['sol2'])[d['label']]}" for d in piqa],
+            "HellaSwag-length": [f"{d['query']} {d['choices'][int(d['label'])]}" for d in hellaswag]}
+
+
+def own_continuations(model, prompts: int, tokens: int) -> list[str]:
+    """Non-toxic `eval`-split RTP prompts, each followed by the unsteered model's greedy continuation."""
+    records = [r for r in rtp_records(split="eval") if not prompt_is_toxic(r)][:prompts]
+    texts = [prompt_text(r) for r in records]
+    continued = generate(model, texts, SamplingConfig(max_new_tokens=tokens, do_sample=False), batch_size=32)
+    return [t + c for t, c in zip(texts, continued)]
+
+
+def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitext_tokens: int
+               ) -> dict[str, list[list[int]]]:
+    """Every panel text as token rows (no BOS; each row is scored alone after it)."""
+    raw = (shared_data_dir() / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8")
+    rows = retention_panel(model, "\n\n".join(wikitext_documents(raw)[:10]), tokens=wikitext_tokens)
+    tokenizer = hf_tokenizer(model)
+    length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
+    texts = {**task_texts(docs), "own continuations": own_continuations(model, prompts, continuation_tokens)}
+    for name, items in texts.items():
+        rows[name] = [tokenizer(t, add_special_tokens=False)["input_ids"][:length] for t in items]
+    return rows
+
+
+def row_losses(model, rows: list[list[int]]) -> Float[np.ndarray, "rows"]:
+    """Summed -log p of each row's tokens, from BOS."""
+    return np.array([-float(p.astype(np.float64).sum()) for p in token_logprobs_from_bos(model, rows, 8)])
+
+
+def perplexity_ratio(words: Float[np.ndarray, "rows"], base: Float[np.ndarray, "rows"],
+                     steered: Float[np.ndarray, "rows"]) -> tuple[float, float, float]:
+    """Word perplexity with the edit over without, exp((sum steered - sum base) / sum words), and its 95 % interval
+    over resamples of the rows (the same rows for both: paired)."""
+    return paired_bootstrap(words, steered - base, lambda w, d: np.exp(d.sum(-1) / w.sum(-1)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--intervention", action="append", required=True, metavar="NAME=FILE[@LAMBDA]",
+                        help="an intervention file (repeatable), optionally at another strength")
+    parser.add_argument("--docs", type=int, default=300, help="PIQA / HellaSwag documents")
+    parser.add_argument("--prompts", type=int, default=64, help="non-toxic RTP prompts continued by the model")
+    parser.add_argument("--continuation-tokens", type=int, default=32)
+    parser.add_argument("--wikitext-tokens", type=int, default=8192)
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    model = load_model(args.model, device="cpu")
+    rows = panel_rows(model, args.docs, args.prompts, args.continuation_tokens, args.wikitext_tokens)
+    tokenizer = hf_tokenizer(model)
+    words = {name: np.array([max(len(tokenizer.decode(r).split()), 1) for r in rs], float) for name, rs in rows.items()}
+    base = {name: row_losses(model, rs) for name, rs in rows.items()}
+    results = {"model": args.model, "texts": {n: len(r) for n, r in rows.items()},
+               "unsteered": {n: float(np.exp(base[n].sum() / words[n].sum())) for n in rows}, "configurations": {}}
+    for spec in args.intervention:
+        name, _, path = spec.partition("=")
+        path, _, strength = path.partition("@")
+        intervention = Intervention.load(path)
+        with (intervention.with_strength(float(strength)) if strength else intervention).applied(model):
+            losses = {n: row_losses(model, rs) for n, rs in rows.items()}
+        results["configurations"][name] = {n: perplexity_ratio(words[n], base[n], losses[n]) for n in rows}
+    print(f"{args.model}: word perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
+    print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in PANEL) + " | worst |")
+    print("|---|" + "---|" * (len(PANEL) + 1))
+    print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in PANEL) + " | - |")
+    for name, ratios in results["configurations"].items():
+        cells = [f"{(r[0] - 1) * 100:+.1f} % ({(r[1] - 1) * 100:+.1f} to {(r[2] - 1) * 100:+.1f})"
+                 for r in (ratios[n] for n in PANEL)]
+        worst = max(PANEL, key=lambda n: ratios[n][0])
+        print(f"| {name} | " + " | ".join(cells) + f" | {worst} {(ratios[worst][0] - 1) * 100:+.1f} % |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
