@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
 
+from aura_tl.backends import hooks_applied
 from aura_tl.calibrate import PARAGRAPH_TOKENS, retention_panel, token_logprobs_from_bos, wikitext_documents
 from aura_tl.data import rtp_records
 from aura_tl.generation import SamplingConfig, generate
@@ -71,6 +73,20 @@ def row_losses(model, rows: list[list[int]]) -> Float[np.ndarray, "rows"]:
     return np.array([-float(p.astype(np.float64).sum()) for p in token_logprobs_from_bos(model, rows, 8)])
 
 
+def sparing_bos(pairs: list[tuple[str, Callable]]) -> list[tuple[str, Callable]]:
+    """The same hooks, with position 0 (BOS) left as the unsteered model computes it (`--spare-bos`: is a cost on
+    short texts the edit of the attention-sink position?)."""
+    def wrap(fn):
+        def hook(activation, hook):
+            first = activation[:, :1].clone()
+            out = fn(activation, hook)
+            out = activation if out is None else out
+            out[:, :1] = first
+            return out
+        return hook
+    return [(name, wrap(fn)) for name, fn in pairs]
+
+
 def perplexity_ratio(words: Float[np.ndarray, "rows"], base: Float[np.ndarray, "rows"],
                      steered: Float[np.ndarray, "rows"]) -> tuple[float, float, float]:
     """Word perplexity with the edit over without, exp((sum steered - sum base) / sum words), and its 95 % interval
@@ -87,6 +103,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64, help="non-toxic RTP prompts continued by the model")
     parser.add_argument("--continuation-tokens", type=int, default=32)
     parser.add_argument("--wikitext-tokens", type=int, default=8192)
+    parser.add_argument("--spare-bos", action="store_true",
+                        help="also each intervention with position 0 (BOS) left unsteered")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     model = load_model(args.model, device="cpu")
@@ -100,9 +118,11 @@ def main() -> None:
         name, _, path = spec.partition("=")
         path, _, strength = path.partition("@")
         intervention = Intervention.load(path)
-        with (intervention.with_strength(float(strength)) if strength else intervention).applied(model):
-            losses = {n: row_losses(model, rs) for n, rs in rows.items()}
-        results["configurations"][name] = {n: perplexity_ratio(words[n], base[n], losses[n]) for n in rows}
+        hooks = (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
+        for label, pairs in ((name, hooks), *([(f"{name}, BOS spared", sparing_bos(hooks))] if args.spare_bos else [])):
+            with hooks_applied(model, pairs):
+                losses = {n: row_losses(model, rs) for n, rs in rows.items()}
+            results["configurations"][label] = {n: perplexity_ratio(words[n], base[n], losses[n]) for n in rows}
     print(f"{args.model}: word perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
     print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in PANEL) + " | worst |")
     print("|---|" + "---|" * (len(PANEL) + 1))
