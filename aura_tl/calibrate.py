@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from aura_tl.models import hf_tokenizer
+from aura_tl.models import hf_tokenizer, start_token_id
 from aura_tl.paths import local_data_path
 
 log = logging.getLogger(__name__)
@@ -124,18 +124,19 @@ def _perplexity_from_bos(model, rows: list[list[int]], unit: str, batch_size: in
     return math.exp(total / words)
 
 
-def token_logprobs_from_bos(model, rows: list[list[int]], batch_size: int = 8) -> list[Float[np.ndarray, "tokens"]]:
+def token_logprobs_from_bos(model, rows: list[list[int]], batch_size: int = 8, progress: bool = False
+                           ) -> list[Float[np.ndarray, "tokens"]]:
     """log p of each token of each row (token ids, no BOS), each row read alone after the tokenizer's BOS (EOS where
     it has none): rows are batched by length and right-padded (causal: no real token sees the padding), at most
     `batch_size` rows at once and fewer where their logits would pass `LOGITS_BUDGET`. Returned in input order."""
     tokenizer = hf_tokenizer(model)
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    bos = start_token_id(tokenizer)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out: list = [None] * len(rows)
     longest = max((len(r) for r in rows), default=0)
     batch_size = max(1, min(batch_size, LOGITS_BUDGET // ((longest + 1) * model.cfg.d_vocab)))
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc="scoring from BOS", disable=not progress, leave=False):
             chunk = order[start:start + batch_size]
             width = max(len(rows[i]) for i in chunk)
             tokens = torch.tensor([[bos] + rows[i] + [bos] * (width - len(rows[i])) for i in chunk],

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aura_tl.backends import backend_of
-from aura_tl.models import hf_tokenizer, pad_token_id
+from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def generate(
     if too_long:
         log.warning("%d prompt(s) longer than the context allows (%d tokens with %d new): their ends are kept",
                     too_long, limit, config.max_new_tokens)
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    start = start_token_id(tokenizer)
     encoded = [keep_end(ids, limit) or [start] for ids in encoded]  # an empty prompt starts from BOS
     eos = [tokenizer.eos_token_id] if stop_at_eos and tokenizer.eos_token_id is not None else []
 

@@ -297,6 +297,11 @@ def hf_tokenizer(model):
     return tokenizer
 
 
+def start_token_id(tokenizer) -> int:
+    """The token every scored or generated row starts from: BOS, else EOS (tokenizers without a BOS, like GPT-2's)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 def pad_token_id(tokenizer) -> int:
     """Padding id: the tokenizer's own, else EOS, else 0 (padding never reaches a real token's output)."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
-from tqdm.auto import tqdm
 
 from aura_tl.calibrate import token_logprobs_from_bos
 from aura_tl.models import hf_tokenizer, load_model
@@ -44,16 +43,14 @@ def continuation_scores(model, pairs: list[tuple[str, str]], batch_size: int = 3
     """(mean NLL per continuation token given BOS + prompt, mean PMI per continuation token) of each (prompt,
     continuation), unsteered; NaN where a continuation has no tokens."""
     tokenizer = hf_tokenizer(model)
+    split = [split_tokens(tokenizer, p, c) for p, c in pairs]
+    kept = [i for i, (_, cont) in enumerate(split) if cont]
+    given = token_logprobs_from_bos(model, [split[i][0] + split[i][1] for i in kept], batch_size, progress=True)
+    alone = token_logprobs_from_bos(model, [split[i][1] for i in kept], batch_size, progress=True)
     nll, pmi = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
-    for start in tqdm(range(0, len(pairs), batch_size), desc="scoring continuations", leave=False):
-        split = [split_tokens(tokenizer, p, c) for p, c in pairs[start:start + batch_size]]
-        kept = [i for i, (_, cont) in enumerate(split) if cont]
-        given = token_logprobs_from_bos(model, [split[i][0] + split[i][1] for i in kept], batch_size)
-        alone = token_logprobs_from_bos(model, [split[i][1] for i in kept], batch_size)
-        for i, with_prompt, without in zip(kept, given, alone):
-            span = with_prompt[len(split[i][0]):]
-            nll[start + i] = -float(span.mean())
-            pmi[start + i] = float((span - without).mean())
+    for i, with_prompt, without in zip(kept, given, alone):
+        span = with_prompt[len(split[i][0]):]
+        nll[i], pmi[i] = -float(span.mean()), float((span - without).mean())
     return nll, pmi
 
 

@@ -48,7 +48,8 @@ from tqdm.auto import tqdm
 from aura_tl.backends import backend_of, evaluation_backend
 from aura_tl.generation import SamplingConfig, generate_ids, keep_end, prompt_budget, stop_checker
 from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
-from aura_tl.models import DEFAULT_MODEL, check_device, default_device, hf_tokenizer, load_model, pad_token_id
+from aura_tl.models import (DEFAULT_MODEL, check_device, default_device, hf_tokenizer, load_model, pad_token_id,
+                            start_token_id)
 from aura_tl.options import parse_value
 from lm_eval_plugin.distributed import DataParallel
 
@@ -221,7 +222,7 @@ class AuraHookedLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        return self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eot_token_id
+        return start_token_id(self.tokenizer)
 
     @property
     def max_length(self) -> int:

@@ -138,12 +138,12 @@ def test_continuation_fluency_and_relevance_by_hand_alone_or_padded(tiny):
     far). A batch with a longer neighbour (right padding) gives the same numbers."""
     import torch
 
-    from aura_tl.models import hf_tokenizer
+    from aura_tl.models import hf_tokenizer, start_token_id
     from bench.continuation_fluency import continuation_scores
 
     prompt, continuation = "The people next door are", " very kind and quiet"
     tokenizer = hf_tokenizer(tiny)
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    bos = start_token_id(tokenizer)
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     ids = tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
     cont = ids[n_prompt:]
@@ -175,7 +175,7 @@ def test_retention_panel_has_every_text_and_its_ratio_is_word_perplexity_by_hand
     -log p from BOS by hand; the ratio is exp((steered - base) / words) summed over the rows."""
     import torch
 
-    from aura_tl.models import hf_tokenizer
+    from aura_tl.models import hf_tokenizer, start_token_id
     from bench.retention_panel import PANEL, panel_rows, perplexity_ratio, row_losses
 
     monkeypatch.setenv("AURA_SHARED_DATA", str(shared_data))
@@ -184,7 +184,7 @@ def test_retention_panel_has_every_text_and_its_ratio_is_word_perplexity_by_hand
     assert all(0 < len(r) < tiny.cfg.n_ctx for kind in rows.values() for r in kind)
     assert len(rows["PIQA-length"]) == 4 and len(rows["own continuations"]) == 3
     tokenizer = hf_tokenizer(tiny)
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    bos = start_token_id(tokenizer)
     row = rows["HellaSwag-length"][1]
     with torch.inference_mode():
         logprobs = tiny(torch.tensor([[bos] + row])).log_softmax(-1)[0]
