@@ -15,11 +15,18 @@ The built-in rule `probe`: a linear probe on the activation the hook sees, g(a) 
 the difference of the toxic and non-toxic mean responses and its scale and b a 1-D logistic regression (Platt
 scaling) of the pooled responses projected on it. (Conditional activation steering in the spirit of Lee et al.
 2024, "Programming Refusal with Conditional Activation Steering"; the probe is this package's own choice.)
+
+The built-in rule `token`: the same form, learned where it is read, on single positions (`positions:16` pooling):
+the later half of each toxic sentence against every position of non-toxic sentences and of neutral text (the
+model's own samples, WikiText; `aura_tl.neutral_text`), by an L2 logistic regression over the whole activation.
+The probe, fitted on pooled sentences of one corpus, opens on any text unlike both of its classes (on SmolLM2 as
+much on a PIQA answer as on a toxic prompt: docs/results/token-gate.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +64,10 @@ class GateRule:
     def fit(self, pooled: Float[Tensor, "n d"], labels: Tensor, options) -> dict[str, Tensor]:
         """The rule's tensors for one hook from pooled responses and their labels (1 = toxic)."""
         raise NotImplementedError
+
+    def neutral_sources(self, options) -> str:
+        """Neutral text (`aura_tl.neutral_text` sources) added to the concept data as non-toxic when fitting."""
+        return "none"
 
     def value(self, activation: Float[Tensor, "*rows d"], tensors: Mapping[str, Tensor]) -> Float[Tensor, "*rows"]:
         """The gate in [0, 1] for each row of activations (units last; per-head hooks arrive flattened)."""
@@ -186,3 +197,92 @@ class ProbeGate(GateRule):
 
     def value(self, activation, tensors):
         return gate_value(activation, tensors["gate_w"], tensors["gate_b"])
+
+
+# --- a gate learned on single positions ------------------------------------------------------------------------------
+
+TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
+
+
+def fit_logistic(x: Float[Tensor, "n d"], y: Tensor, l2: float, max_iter: int = 200) -> tuple[Tensor, Tensor]:
+    """w, b of an L2-regularised logistic regression with both classes weighted equally, fitted (L-BFGS, float64)
+    on standardised features and returned for raw ones: sigmoid(x . w + b)."""
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError("a gate needs toxic and non-toxic rows")
+    with torch.inference_mode(False), torch.enable_grad():  # causal fitting runs under inference mode
+        x, y = x.clone().double(), y.clone().double()
+        weights = torch.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+        center, scale = x.mean(0), x.std(0).clamp(min=1e-6)
+        z = (x - center) / scale
+        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def loss() -> Tensor:
+            optimizer.zero_grad()
+            value = (weights * torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y, reduction="none")
+                     ).sum() + l2 * (w @ w) / 2
+            value.backward()
+            return value
+
+        optimizer.step(loss)
+        w_raw = (w / scale).detach()
+        return w_raw.float().clone(), (b - center @ w_raw).detach().float().clone()
+
+
+def token_rows(pooled: Float[Tensor, "n_k d"], labels: Tensor) -> tuple[Float[Tensor, "m d"], Tensor]:
+    """The rows a token gate learns from, out of `TOKEN_POSITIONS` spread positions per text: every position of a
+    non-toxic text (0), and the later half of a toxic one's (1), where the toxic words have been read."""
+    k = TOKEN_POSITIONS
+    if pooled.shape[0] != len(labels) * k:
+        raise ValueError(f"a token gate reads {k} positions per text (pooling positions:{k}): got "
+                         f"{pooled.shape[0]} rows for {len(labels)} texts")
+    per_text = pooled.reshape(len(labels), k, -1)
+    labels = torch.as_tensor(labels).bool()
+    toxic = per_text[labels][:, k // 2:].flatten(0, 1)
+    other = per_text[~labels].flatten(0, 1)
+    return torch.cat([toxic, other]), torch.cat([torch.ones(len(toxic)), torch.zeros(len(other))])
+
+
+@dataclass
+class TokenGateOptions:
+    gate_token_l2: float = option(1e-3, "L2 penalty (on standardised activations) of the token gate's logistic fit "
+                                        "(gate=token)")
+    gate_neutral: str = option("own:256,wikitext:300", "neutral text the token gate learns to stay closed on, "
+                               "beside the non-toxic sentences: own:N (the model's own samples), wikitext:N, a file "
+                               "(a text a line), none (aura_tl.neutral_text)")
+
+    def __post_init__(self) -> None:
+        if not self.gate_token_l2 >= 0:
+            raise ValueError(f"gate_token_l2 must be >= 0, got {self.gate_token_l2}")
+        for item in (s.strip() for s in str(self.gate_neutral).split(",")):
+            if re.fullmatch(r"(own|wikitext):.*", item) and not re.fullmatch(r"(own|wikitext):\d+", item):
+                raise ValueError(f"gate_neutral {item!r}: write own:N or wikitext:N with N a count")
+
+
+@register_gate
+class TokenGate(GateRule):
+    name = "token"
+    summary = ("sigmoid(w . a + b) learned on single positions: toxic sentences' later tokens against non-toxic "
+               "sentences' and neutral text's tokens")
+    Options = TokenGateOptions
+    tensors = ("gate_w", "gate_b")
+    unit_tensors = ("gate_w",)
+    pooling = f"positions:{TOKEN_POSITIONS}"
+
+    def neutral_sources(self, options) -> str:
+        return options.gate_neutral
+
+    def fit(self, pooled, labels, options):
+        x, y = token_rows(pooled, labels)
+        w, b = fit_logistic(x, y, options.gate_token_l2)
+        return {"gate_w": w, "gate_b": b.reshape(1)}
+
+    def value(self, activation, tensors):
+        return gate_value(activation, tensors["gate_w"], tensors["gate_b"])
+
+    def accuracy(self, pooled, labels, tensors):
+        """Balanced accuracy on the rows it learned from (toxic later positions above 1/2, others below)."""
+        x, y = token_rows(pooled, labels)
+        predicted = self.value(x, tensors) > 0.5
+        return round(float(((predicted[y == 1]).float().mean() + (~predicted[y == 0]).float().mean()) / 2), 4)

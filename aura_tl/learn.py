@@ -15,8 +15,9 @@ from aura_tl.data import ConceptData, load_concept_data
 from aura_tl.gating import GateRule, get_gate
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods import DEFAULT_METHOD, ConceptOptions, get_method
+from aura_tl.neutral_text import neutral_texts
 from aura_tl.options import as_dict
-from aura_tl.responses import Responses, collect_responses_causal
+from aura_tl.responses import Responses, collect_responses_causal, rows_per_text
 
 log = logging.getLogger(__name__)
 GATE_FIT_STRENGTH = 1.0  # gates read the method's own edit, so they do not depend on the lambda a user turns later
@@ -90,6 +91,9 @@ def gates_from_responses(intervention: Intervention, responses: Responses, rule:
     """`intervention` with a gate per hook fitted by `rule` on pooled responses you already hold (non-causal: they
     were recorded without the earlier hooks' gated edits; at the first hook this equals `learn_gates`)."""
     rule, options = _rule_and_options(rule, options)
+    if responses.metadata.get("pooling") not in (None, rule.pooling) and rows_per_text(rule.pooling) > 1:
+        raise ValueError(f"gate rule '{rule.name}' is fitted on responses pooled {rule.pooling}; these were pooled "
+                         f"{responses.metadata.get('pooling')}")
     started = time.perf_counter()
     labels = torch.as_tensor(responses.labels)
     tensors, accuracy = {}, {}
@@ -106,10 +110,11 @@ def learn_gates(model, intervention: Intervention, data: ConceptData, rule: str 
                 *, at_strength: float = GATE_FIT_STRENGTH, batch_size: int = 32, progress: bool = True
                 ) -> Intervention:
     """`intervention` with a gate fitted by `rule` at each of its hooks on `data` (concept sentences, 1 = toxic),
-    causally: with the earlier hooks' gated edits applied at `at_strength`; per-hook training accuracy and timing
-    go into metadata `gate`."""
+    causally: with the earlier hooks' gated edits applied at `at_strength`, with the neutral text the rule asks for
+    added as non-toxic; per-hook training accuracy and timing go into metadata `gate`."""
     rule, options = _rule_and_options(rule, options)
     started = time.perf_counter()
+    data = with_neutral_text(model, data, rule.neutral_sources(options), progress=progress)
     labels = torch.tensor(data.labels)
     spec, strength = intervention.spec, intervention.spec.check_strength(at_strength)
     tensors = {hook: dict(named) for hook, named in intervention.tensors.items()}
@@ -129,6 +134,15 @@ def learn_gates(model, intervention: Intervention, data: ConceptData, rule: str 
     return _with_gates(intervention, tensors, rule, options, pooling=rule.pooling,
                        data={"source": data.source, "n": len(data)}, accuracy=accuracy, fitted_at_strength=strength,
                        seconds=round(time.perf_counter() - started, 3))
+
+
+def with_neutral_text(model, data: ConceptData, sources: str, *, progress: bool = True) -> ConceptData:
+    """`data` with the neutral texts `sources` names added as non-toxic (`aura_tl.neutral_text`)."""
+    extra = neutral_texts(model, sources, progress=progress)
+    if not extra:
+        return data
+    return ConceptData([*data.texts, *extra], [*data.labels, *[0] * len(extra)], f"{data.source} + {sources}",
+                       data.layout, data.info)
 
 
 def calibrated(model, intervention: Intervention, options, data: ConceptData | None = None, *,

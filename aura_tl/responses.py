@@ -25,7 +25,24 @@ from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
-POOLINGS = ("max", "mean", "last", "mean_last:K")
+POOLINGS = ("max", "mean", "last", "mean_last:K", "positions:K")
+PARAMETRISED = re.compile(r"(mean_last|positions):[1-9]\d*")
+
+
+def rows_per_text(pooling: str) -> int:
+    """How many rows pooling makes of one text: K for `positions:K` (K single positions), else 1."""
+    return int(pooling.split(":", 1)[1]) if pooling.startswith("positions:") else 1
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS[:3] and not PARAMETRISED.fullmatch(pooling):
+        raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
+    return pooling
+
+
+def spread(length: int, k: int, device=None) -> Int[Tensor, " k"]:
+    """K positions evenly spread over [0, length), first and last included (repeated when length < K)."""
+    return torch.linspace(0, length - 1, k, device=device).round().long()
 
 
 @dataclass
@@ -92,6 +109,10 @@ def pool_spans(activation: Float[Tensor, "batch pos d"], spans: list[tuple[int, 
     """`pool` for rows with contiguous content: reduces views of the activation, never a masked copy of it."""
     parts = []
     for row_start, row_stop, first, stop in spans:
+        if how.startswith("positions:"):
+            view = activation[row_start:row_stop, first + spread(stop - first, rows_per_text(how), activation.device)]
+            parts.append(view.flatten(0, 1))
+            continue
         if how.startswith("mean_last:"):
             first = max(first, stop - int(how.split(":", 1)[1]))
             how_here = "mean"
@@ -112,7 +133,16 @@ def pool_spans(activation: Float[Tensor, "batch pos d"], spans: list[tuple[int, 
 def pool(
     activation: Float[Tensor, "batch pos d"], mask: Bool[Tensor, "batch pos"], how: str
 ) -> Float[Tensor, "batch d"]:
-    """Max, mean or last of each row's masked positions, or (`mean_last:K`) the mean of the last K of them."""
+    """Max, mean or last of each row's masked positions, (`mean_last:K`) the mean of the last K of them, or
+    (`positions:K`) K of them evenly spread from the first to the last, each its own row ([batch * K, d], row-major:
+    what a gate that reads one position at a time is fitted on)."""
+    if how.startswith("positions:"):
+        k = rows_per_text(how)
+        picked = []
+        for row, keep in zip(activation, mask):
+            positions = keep.nonzero()[:, 0]
+            picked.append(row[positions[spread(len(positions), k, mask.device)]])
+        return torch.cat(picked)
     if how.startswith("mean_last:"):
         k = int(how.split(":", 1)[1])
         from_end = mask.flip(1).long().cumsum(1).flip(1)  # 1 at the last real position, 2 before it, ...
@@ -149,7 +179,8 @@ def length_batches(sorted_lengths: list[int], batch_size: int, max_tokens: int) 
 
 @dataclass
 class Responses:
-    """Pooled responses per hook ([N, D] each) with the labels and how they were made."""
+    """Pooled responses per hook ([N, D] each; [N * K, D] for `positions:K`, text i in rows i K .. i K + K - 1)
+    with the labels (one per text) and how they were made."""
 
     pooled: dict[str, Float[Tensor, "n d"]]
     labels: Int[Tensor, " n"]
@@ -176,8 +207,7 @@ class _Pooler:
 
     def __init__(self, model, texts: Sequence[str], pooling: str, batch_size: int, max_batch_tokens: int | None,
                  max_length: int | None, out_device) -> None:
-        if pooling not in POOLINGS and not re.fullmatch(r"mean_last:\d+", pooling):
-            raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
+        check_pooling(pooling)
         if len(texts) == 0:
             raise ValueError("no texts to collect responses for")
         ids, content, self.truncated = tokenize(model, texts, max_length)
@@ -211,10 +241,12 @@ class _Pooler:
                 flat = flatten_heads(activation)
                 result = (pool_spans(flat, batch.spans, self.pooling) if batch.spans is not None
                           else pool(flat, batch.pool_mask, self.pooling))
+                k = rows_per_text(self.pooling)
                 if name not in self.pooled:
-                    self.pooled[name] = torch.zeros((self.n, result.shape[-1]), dtype=torch.float32,
+                    self.pooled[name] = torch.zeros((self.n * k, result.shape[-1]), dtype=torch.float32,
                                                     device=self.out_device)
-                self.pooled[name][rows] = result.to(self.out_device, torch.float32)
+                at = rows if k == 1 else (rows[:, None] * k + torch.arange(k, device=rows.device)).flatten()
+                self.pooled[name][at] = result.to(self.out_device, torch.float32)
             return hook
         return [(name, make_hook(name)) for name in names]
 
@@ -228,7 +260,8 @@ class _Pooler:
         for name in names:
             if name not in self.pooled:
                 width = next(w[name] for w in widths if name in w)
-                self.pooled[name] = torch.zeros((self.n, width), dtype=torch.float32, device=self.out_device)
+                self.pooled[name] = torch.zeros((self.n * rows_per_text(self.pooling), width), dtype=torch.float32,
+                                                device=self.out_device)
         merge_shards([self.pooled[n] for n in names])
 
     def responses(self, model, names, labels) -> Responses:

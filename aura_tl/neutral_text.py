@@ -1,0 +1,72 @@
+"""Neutral text a learned gate is fitted to stay closed on: the model's own samples from BOS (text in its own
+distribution, which needs no data and covers the styles a user brings: instructions, how-tos, prose) and WikiText-2
+paragraphs that neither the report (documents 0-9) nor calibration (20-39) reads.
+
+A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens
+(top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is
+local (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); any other item is a text
+file, one text per non-empty line; `none` is nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from aura_tl.calibrate import paragraphs, wikitext_documents
+from aura_tl.generation import SamplingConfig, generate_ids
+from aura_tl.models import hf_tokenizer, start_token_id
+from aura_tl.paths import local_data_path
+
+log = logging.getLogger(__name__)
+OWN_SAMPLE_TOKENS = 64
+WIKITEXT_NEUTRAL_DOCS = slice(40, None)  # after the report's (0-9) and calibration's (20-39) documents
+
+
+def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0, batch_size: int = 64,
+                progress: bool = True) -> list[str]:
+    """`n` texts the unsteered model writes from BOS alone (top-p 0.95, each batch seeded from `seed`)."""
+    tokenizer = hf_tokenizer(model)
+    start = start_token_id(tokenizer)
+    texts: list[str] = []
+    with torch.inference_mode():
+        for first in tqdm(range(0, n, batch_size), desc="own samples", disable=not progress, leave=False):
+            rows = min(batch_size, n - first)
+            config = SamplingConfig(max_new_tokens=tokens, do_sample=True, top_p=0.95, seed=seed + first)
+            texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in
+                      generate_ids(model, [[start]] * rows, config)]
+    return [t for t in texts if t.strip()]
+
+
+def wikitext_neutral(model, n: int) -> list[str]:
+    """The first `n` paragraphs of WikiText-2 test documents 40 on; [] with a warning when WikiText is not local."""
+    path = local_data_path(None, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw")
+    if path is None:
+        log.warning("no WikiText-2 found (set AURA_TL_WIKITEXT): the gate's neutral text leaves it out")
+        return []
+    docs = wikitext_documents(path.read_text(encoding="utf-8"))[WIKITEXT_NEUTRAL_DOCS]
+    return paragraphs("".join(docs), max_tokens=10**9, tokenizer=hf_tokenizer(model))[:n]
+
+
+def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) -> list[str]:
+    """The texts `sources` names (see the module docstring), in order."""
+    texts: list[str] = []
+    for item in (s.strip() for s in str(sources).split(",")):
+        if not item or item.lower() == "none":
+            continue
+        counted = re.fullmatch(r"(own|wikitext):(\d+)", item)
+        if counted and counted[1] == "own":
+            texts += own_samples(model, int(counted[2]), seed=seed, progress=progress)
+        elif counted:
+            texts += wikitext_neutral(model, int(counted[2]))
+        else:
+            path = Path(item).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, none nor a file")
+            texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts
+
