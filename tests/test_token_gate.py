@@ -127,7 +127,7 @@ def test_wikitext_neutral_reads_documents_the_report_and_calibration_never_read(
 
 @pytest.mark.slow
 def test_token_gate_is_more_closed_than_the_probe_on_task_text(smol, shared_data):
-    """On SmolLM2's last-layer attention output, learned from 120 rtp-learn sentences per class (+ 64 own samples
+    """On SmolLM2's last-layer attention output, learned from 120 rtp-learn sentences per class (+ 32 own samples
     for the token gate): the token gate opens less on 40 PIQA answers than the probe, and still more on toxic text
     than on them."""
     from aura_tl.data import load_concept_data
@@ -138,7 +138,7 @@ def test_token_gate_is_more_closed_than_the_probe_on_task_text(smol, shared_data
     plain = learn_intervention(smol, data, "meanact", hooks=hook, causal=False, max_ppl_increase="none",
                                progress=False)
     probe = learn_gates(smol, plain, data, "probe", progress=False)
-    token = learn_gates(smol, plain, data, "token", get_gate("token").options(gate_neutral="own:64"), progress=False)
+    token = learn_gates(smol, plain, data, "token", get_gate("token").options(gate_neutral="own:32"), progress=False)
     import json
 
     rows = (shared_data / "piqa" / "validation_merged.jsonl").read_text(encoding="utf-8").splitlines()[:40]
