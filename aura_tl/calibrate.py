@@ -42,6 +42,11 @@ def wikitext_documents(text: str) -> list[str]:
     return ["\n".join(d) + "\n" for d in docs]
 
 
+def wikitext_path() -> Path | None:
+    """WikiText-2's raw test file where it is local (`$AURA_TL_WIKITEXT`, else the shared data folder), else None."""
+    return local_data_path(None, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw")
+
+
 def calibration_text(path: str | Path | None = None, fallback: tuple[str, str] | None = None) -> tuple[str, str]:
     """(text, where it came from): the user's file, else the default WikiText-2 slice, else `fallback` (the
     learning data's non-toxic sentences: a default budget works offline with nothing else installed)."""
@@ -50,7 +55,7 @@ def calibration_text(path: str | Path | None = None, fallback: tuple[str, str] |
         if not path.is_file():
             raise FileNotFoundError(f"no calibration text at {path}")
         return path.read_text(encoding="utf-8"), str(path)
-    wiki = local_data_path(None, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw")
+    wiki = wikitext_path()
     if wiki is None and fallback is not None:
         log.warning("no WikiText-2 found (set AURA_TL_WIKITEXT to its wiki.test.raw, or give calibration_text): "
                     "calibrating on %s", fallback[1])

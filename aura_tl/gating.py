@@ -128,10 +128,15 @@ def rule_of(metadata: Mapping, tensors: Mapping[str, Mapping[str, Tensor]]) -> G
     return None
 
 
+def gate_at(activation: Tensor, value: Callable[[Tensor], Tensor]) -> Tensor:
+    """The gate per position of a hook's activation ([batch, pos]); per-head activations [batch, pos, head, d] are
+    read head-major."""
+    return value(activation.flatten(-2) if activation.ndim == 4 else activation)
+
+
 def gated_hook(activation: Tensor, hook, inner: Callable, value: Callable[[Tensor], Tensor]) -> Tensor:
-    """a + g(a) (inner(a) - a): the method's edit, scaled per position by the gate read before it; per-head
-    activations [batch, pos, head, d] are read head-major."""
-    gate = value(activation.flatten(-2) if activation.ndim == 4 else activation)
+    """a + g(a) (inner(a) - a): the method's edit, scaled per position by the gate read before it."""
+    gate = gate_at(activation, value)
     gate = gate.view(*gate.shape, *([1] * (activation.ndim - gate.ndim)))
     return activation + gate * (inner(activation, hook) - activation)
 
@@ -202,6 +207,7 @@ class ProbeGate(GateRule):
 # --- a gate learned on single positions ------------------------------------------------------------------------------
 
 TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
+COUNTED_SOURCE = re.compile(r"(own|wikitext):(\d+)")  # neutral text sources with a count (aura_tl.neutral_text)
 
 
 def fit_logistic(x: Float[Tensor, "n d"], y: Tensor, l2: float, max_iter: int = 200) -> tuple[Tensor, Tensor]:
@@ -256,18 +262,18 @@ class TokenGateOptions:
         if not self.gate_token_l2 >= 0:
             raise ValueError(f"gate_token_l2 must be >= 0, got {self.gate_token_l2}")
         for item in (s.strip() for s in str(self.gate_neutral).split(",")):
-            if re.fullmatch(r"(own|wikitext):.*", item) and not re.fullmatch(r"(own|wikitext):\d+", item):
+            if item.startswith(("own:", "wikitext:")) and not COUNTED_SOURCE.fullmatch(item):
                 raise ValueError(f"gate_neutral {item!r}: write own:N or wikitext:N with N a count")
 
 
 @register_gate
-class TokenGate(GateRule):
+class TokenGate(ProbeGate):
+    """The probe's form and tensors (its `value`), fitted on single positions."""
+
     name = "token"
     summary = ("sigmoid(w . a + b) learned on single positions: toxic sentences' later tokens against non-toxic "
                "sentences' and neutral text's tokens")
     Options = TokenGateOptions
-    tensors = ("gate_w", "gate_b")
-    unit_tensors = ("gate_w",)
     pooling = f"positions:{TOKEN_POSITIONS}"
 
     def neutral_sources(self, options) -> str:
@@ -277,9 +283,6 @@ class TokenGate(GateRule):
         x, y = token_rows(pooled, labels)
         w, b = fit_logistic(x, y, options.gate_token_l2)
         return {"gate_w": w, "gate_b": b.reshape(1)}
-
-    def value(self, activation, tensors):
-        return gate_value(activation, tensors["gate_w"], tensors["gate_b"])
 
     def accuracy(self, pooled, labels, tensors):
         """Balanced accuracy on the rows it learned from (toxic later positions above 1/2, others below)."""

@@ -17,7 +17,7 @@ from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods import DEFAULT_METHOD, ConceptOptions, get_method
 from aura_tl.neutral_text import neutral_texts
 from aura_tl.options import as_dict
-from aura_tl.responses import Responses, collect_responses_causal, rows_per_text
+from aura_tl.responses import Responses, collect_responses_causal
 
 log = logging.getLogger(__name__)
 GATE_FIT_STRENGTH = 1.0  # gates read the method's own edit, so they do not depend on the lambda a user turns later
@@ -91,9 +91,6 @@ def gates_from_responses(intervention: Intervention, responses: Responses, rule:
     """`intervention` with a gate per hook fitted by `rule` on pooled responses you already hold (non-causal: they
     were recorded without the earlier hooks' gated edits; at the first hook this equals `learn_gates`)."""
     rule, options = _rule_and_options(rule, options)
-    if responses.metadata.get("pooling") not in (None, rule.pooling) and rows_per_text(rule.pooling) > 1:
-        raise ValueError(f"gate rule '{rule.name}' is fitted on responses pooled {rule.pooling}; these were pooled "
-                         f"{responses.metadata.get('pooling')}")
     started = time.perf_counter()
     labels = torch.as_tensor(responses.labels)
     tensors, accuracy = {}, {}

@@ -11,16 +11,15 @@ file, one text per non-empty line; `none` is nothing.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from aura_tl.calibrate import paragraphs, wikitext_documents
+from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_documents, wikitext_path
+from aura_tl.gating import COUNTED_SOURCE
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.paths import local_data_path
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
@@ -44,12 +43,13 @@ def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0
 
 def wikitext_neutral(model, n: int) -> list[str]:
     """The first `n` paragraphs of WikiText-2 test documents 40 on; [] with a warning when WikiText is not local."""
-    path = local_data_path(None, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw")
+    path = wikitext_path()
     if path is None:
         log.warning("no WikiText-2 found (set AURA_TL_WIKITEXT): the gate's neutral text leaves it out")
         return []
     docs = wikitext_documents(path.read_text(encoding="utf-8"))[WIKITEXT_NEUTRAL_DOCS]
-    return paragraphs("".join(docs), max_tokens=10**9, tokenizer=hf_tokenizer(model))[:n]
+    # each paragraph counts at most PARAGRAPH_TOKENS: this budget reads at least n of them, and not the whole file
+    return paragraphs("".join(docs), max_tokens=n * PARAGRAPH_TOKENS, tokenizer=hf_tokenizer(model))[:n]
 
 
 def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) -> list[str]:
@@ -58,7 +58,7 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
     for item in (s.strip() for s in str(sources).split(",")):
         if not item or item.lower() == "none":
             continue
-        counted = re.fullmatch(r"(own|wikitext):(\d+)", item)
+        counted = COUNTED_SOURCE.fullmatch(item)
         if counted and counted[1] == "own":
             texts += own_samples(model, int(counted[2]), seed=seed, progress=progress)
         elif counted:
@@ -69,4 +69,3 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
                 raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, none nor a file")
             texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts
-

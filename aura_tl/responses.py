@@ -25,7 +25,8 @@ from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
-POOLINGS = ("max", "mean", "last", "mean_last:K", "positions:K")
+PLAIN_POOLINGS = ("max", "mean", "last")
+POOLINGS = (*PLAIN_POOLINGS, "mean_last:K", "positions:K")
 PARAMETRISED = re.compile(r"(mean_last|positions):[1-9]\d*")
 
 
@@ -35,7 +36,8 @@ def rows_per_text(pooling: str) -> int:
 
 
 def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS[:3] and not PARAMETRISED.fullmatch(pooling):
+    """`pooling` if it is one of POOLINGS (K a positive count), else a ValueError listing them."""
+    if pooling not in PLAIN_POOLINGS and not PARAMETRISED.fullmatch(pooling):
         raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
     return pooling
 
@@ -218,6 +220,7 @@ class _Pooler:
         if empty:
             raise ValueError(f"{len(empty)} texts have no content tokens (e.g. index {empty[0]}: {texts[empty[0]]!r})")
         self.ids, self.content, self.n, self.pooling, self.out_device = ids, content, len(texts), pooling, out_device
+        self.k = rows_per_text(pooling)  # rows per text: text i fills rows i k .. i k + k - 1
         self.pad_id = pad_token_id(hf_tokenizer(model))
         self.device = model.cfg.device
         self.order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -241,7 +244,7 @@ class _Pooler:
                 flat = flatten_heads(activation)
                 result = (pool_spans(flat, batch.spans, self.pooling) if batch.spans is not None
                           else pool(flat, batch.pool_mask, self.pooling))
-                k = rows_per_text(self.pooling)
+                k = self.k
                 if name not in self.pooled:
                     self.pooled[name] = torch.zeros((self.n * k, result.shape[-1]), dtype=torch.float32,
                                                     device=self.out_device)
@@ -260,8 +263,7 @@ class _Pooler:
         for name in names:
             if name not in self.pooled:
                 width = next(w[name] for w in widths if name in w)
-                self.pooled[name] = torch.zeros((self.n * rows_per_text(self.pooling), width), dtype=torch.float32,
-                                                device=self.out_device)
+                self.pooled[name] = torch.zeros((self.n * self.k, width), dtype=torch.float32, device=self.out_device)
         merge_shards([self.pooled[n] for n in names])
 
     def responses(self, model, names, labels) -> Responses:

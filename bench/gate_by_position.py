@@ -11,12 +11,14 @@ as on a toxic prompt has learned the corpus, not toxicity (docs/results/token-ga
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import numpy as np
 import torch
 
 from aura_tl.calibrate import token_logprobs_from_bos
 from aura_tl.data import rtp_records
+from aura_tl.gating import gate_at
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model, start_token_id
 from aura_tl.splits import prompt_is_toxic, prompt_text
@@ -34,8 +36,7 @@ def gate_values(model, iv: Intervention, rows: list[list[int]]) -> list[np.ndarr
 
         def record(name):
             def hook(activation, hook):
-                flat = activation.flatten(-2) if activation.ndim == 4 else activation
-                seen[name] = rule.value(flat, {k: iv.tensors[name][k] for k in rule.tensors})[0]
+                seen[name] = gate_at(activation, partial(rule.value, tensors=iv.tensors[name]))[0]
             return hook
 
         with torch.inference_mode():
