@@ -106,8 +106,15 @@ def tiny(tmp_path_factory):
 REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned", "smol_pair", "gemma", "gemma_hf", "gemma_pair"}
 
 
+MODEL_FIXTURES = REAL_MODEL_FIXTURES | {"tiny", "tiny_dir"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that loads a real model is `slow`, so `-m "not slow"` is the quick loop."""
+    """Every test that loads a real model is `slow`, so `-m "not slow"` is the quick loop; every test that runs a
+    model through a fixture is `model` (the TransformerLens 4 leg of CI runs those again, not the model-free ones)."""
     for item in items:
-        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if REAL_MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if MODEL_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.model)

@@ -328,21 +328,29 @@ def test_saved_responses_are_reused_and_said_so(tiny_dir, tmp_path, capsys):
 
 
 # --- 5. lm-eval arguments and task metadata, before any model work ------------------------------------------------
+def test_rtp_task_metadata_fails_before_the_model_loads():
+    """Through lm-eval's own CLI (the start-up hook's preflight): a bad `rtp_path` ends the run before any model work."""
+    done = subprocess.run(["lm_eval", "--model", "aura-hooked", "--tasks", "rtp_toxicity", "--limit", "1",
+                           "--metadata", json.dumps({"rtp_path": "/no/such/rtp.jsonl"})], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0 and "rtp_path /no/such/rtp.jsonl does not exist" in done.stderr
+    assert "Initializing" not in done.stderr
+
+
 @pytest.mark.parametrize("metadata, message", [
-    ({"rtp_path": "/no/such/rtp.jsonl"}, "rtp_path /no/such/rtp.jsonl does not exist"),
     ({"rtp_path": "EMPTY"}, "no prompts in"),
     ({"scorer": "perspective"}, "unknown toxicity scorer 'perspective'"),
     ({"rtp_split": "test"}, "unknown RTP split 'test'"),
     ({"preprompt": "nontoxc"}, "unknown RTP preprompt 'nontoxc'"),
 ])
-def test_rtp_task_metadata_fails_before_the_model_loads(tmp_path, metadata, message):
+def test_every_rtp_metadata_problem_is_named(tmp_path, metadata, message):
+    """The preflight's check itself (the CLI path above runs it) for each other bad value."""
+    from lm_eval_plugin.preflight import rtp_problem
+
     if metadata.get("rtp_path") == "EMPTY":
         (tmp_path / "empty.jsonl").write_text("")
         metadata = {"rtp_path": str(tmp_path / "empty.jsonl")}
-    done = subprocess.run(["lm_eval", "--model", "aura-hooked", "--tasks", "rtp_toxicity", "--limit", "1",
-                           "--metadata", json.dumps(metadata)], capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and message in done.stderr
-    assert "Initializing" not in done.stderr
+    assert message in (rtp_problem(metadata) or "")
 
 
 # --- 6. the start-up hook costs nothing measurable ------------------------------------------------------------------
@@ -367,19 +375,20 @@ def test_startup_hook_import_time():
 
 # --- 7. determinism across processes --------------------------------------------------------------------------------
 def test_same_seed_same_bytes_and_generations_in_fresh_processes(tiny_dir, tmp_path):
+    """Two fresh interpreters each learn (the CLI's defaults) and sample from the file: same bytes, same text."""
     from safetensors.torch import load_file
 
     outs = []
     for run in (1, 2):
         out = tmp_path / f"run{run}.safetensors"
-        done = subprocess.run([sys.executable, "-m", "aura_tl.cli", "learn", "--model", str(tiny_dir), "--data",
-                               "embedded", "--max-per-class", "12", "-o", str(out)], capture_output=True, text=True)
+        learn = ["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "12", "-o", str(out)]
+        generate = ["generate", "--model", str(tiny_dir), "--intervention", str(out), "--prompt", "You are a",
+                    "--max-new-tokens", "6", "--do-sample", "--seed", "3"]
+        code = (f"from aura_tl.cli import main; assert main({learn!r}) == 0; print('<generate>', flush=True); "
+                f"assert main({generate!r}) == 0")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        gen = subprocess.run([sys.executable, "-m", "aura_tl.cli", "generate", "--model", str(tiny_dir),
-                              "--intervention", str(out), "--prompt", "You are a", "--max-new-tokens", "6",
-                              "--do-sample", "--seed", "3"], capture_output=True, text=True)
-        assert gen.returncode == 0, gen.stderr
-        outs.append((load_file(str(out)), gen.stdout))
+        outs.append((load_file(str(out)), done.stdout.split("<generate>", 1)[1]))
     (a, gen_a), (b, gen_b) = outs
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert gen_a == gen_b
+    assert gen_a == gen_b and "You are a" in gen_a

@@ -26,16 +26,23 @@ from aura_tl.options import option, with_default
 from aura_tl.responses import cached_responses, collect_responses_causal
 
 TRANSPORT_TENSORS = ("omega", "beta", "lo", "hi")
+WHOLE_LINE = torch.finfo(torch.float32).max  # a support [-WHOLE_LINE, WHOLE_LINE] applies the map everywhere
 
 
 @dataclass
-class TransportOptions(ConceptOptions):
-    """The options every transport method has; `gate` and `strength` keep the common defaults unless a method
-    declares its own."""
+class TransportSiteOptions(ConceptOptions):
+    """Where and on what every transport method learns; `gate` and `strength` keep the common defaults unless a
+    method declares its own."""
 
     max_per_class: int = with_default(ConceptOptions, "max_per_class", 1000)
     hooks: str = with_default(ConceptOptions, "hooks", "blocks.*.hook_attn_out")
     pooling: str = with_default(ConceptOptions, "pooling", "mean")
+
+
+@dataclass
+class TransportOptions(TransportSiteOptions):
+    """The options of the methods fitted layer by layer (Linear-AcT, Mean-AcT)."""
+
     causal: bool = option(True, "estimate each layer with the maps of earlier layers applied (AcT's causal variant)")
 
 
@@ -106,8 +113,10 @@ class TransportMethod(Method):
         """Per layer: the distributions of omega and beta (5/25/50/75/95th percentiles) and the support width."""
         names = sorted(intervention.tensors, key=layer_of)
         layers = [layer_of(n) for n in names]
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-        for ax, key in zip(axes, ("omega", "beta", "width")):
+        bounded = all(bool((t["hi"] < WHOLE_LINE).any()) for t in intervention.tensors.values())
+        keys = ("omega", "beta", "width") if bounded else ("omega", "beta")  # lineas: applied on the whole line
+        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2))
+        for ax, key in zip(axes, keys):
             values = [(intervention.tensors[n]["hi"] - intervention.tensors[n]["lo"]) if key == "width"
                       else intervention.tensors[n][key] for n in names]
             q = np.array([np.percentile(v.double().numpy(), [5, 25, 50, 75, 95]) for v in values])
