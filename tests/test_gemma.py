@@ -87,6 +87,8 @@ def small_options(name: str, tmp_path):
     """Each method's defaults on little data (the test is that it runs on this architecture, not how well)."""
     own = get_method(name).option_names()
     values = {"max_per_class": 12} if "max_per_class" in own else {}
+    if "steps" in own:  # methods trained by gradient steps (lineas): a few, through Gemma's layers
+        values |= {"steps": 4, "step_batch": 4}
     if get_method(name).options().max_ppl_increase is not None:  # calibration (the default's) is tested on SmolLM2
         values["max_ppl_increase"] = "none"
     if "destein_pairs" in own:

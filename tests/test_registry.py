@@ -16,7 +16,7 @@ TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
 
 
 def test_every_builtin_method_is_registered():
-    assert {"aura", "det0", "damp", "destein", "linact"} <= set(method_names())
+    assert {"aura", "det0", "damp", "destein", "linact", "meanact", "lineas"} <= set(method_names())
     with pytest.raises(ValueError, match="unknown method 'bogus'; choose from aura"):
         get_method("bogus")
 
