@@ -11,6 +11,7 @@ every position), so strength, gates, calibration and files work unchanged.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from aura_tl.responses import (
     tokenize,
 )
 
+log = logging.getLogger(__name__)
 MOVED_TOLERANCE = 1e-3  # |omega - 1| and |beta| / spread below this after training count as still, and are set so
 
 
@@ -219,6 +221,9 @@ class Lineas(TransportMethod):
         names = resolve_hook_names(model, options.hooks)
         if min(layer_of(n) for n in names) < 0:
             raise ValueError("lineas learns maps inside blocks (blocks.{L}....): the hooks given are outside them")
+        if options.responses:
+            log.warning("lineas learns through the model, not from pooled responses: responses=%s is not used",
+                        options.responses)
         toxic = [t for t, label in zip(data.texts, data.labels) if label == 1]
         clean = [t for t, label in zip(data.texts, data.labels) if label == 0]
         device, dtype = model.cfg.device, model.cfg.dtype
