@@ -29,17 +29,21 @@ class LinearActOptions(TransportOptions):
     max_ppl_increase: float | None = with_default(TransportOptions, "max_ppl_increase", DEFAULT_BUDGET)
 
 
+def read_sorted(sorted_values: Float[Tensor, "m d"], positions: Float[Tensor, " k"]) -> Float[Tensor, "k d"]:
+    """Sorted columns read at fractional row positions in [0, m - 1], linearly interpolated between rows."""
+    below = positions.floor().long()
+    above = (below + 1).clamp(max=len(sorted_values) - 1)
+    weight = (positions - below)[:, None]
+    return sorted_values[below] * (1 - weight) + sorted_values[above] * weight
+
+
 def sorted_pairs(source: Float[Tensor, "n d"], target: Float[Tensor, "m d"]
                  ) -> tuple[Float[Tensor, "k d"], Float[Tensor, "k d"]]:
     """Each column sorted; with unequal counts the longer side is read at the shorter side's quantiles."""
     xs, ys = source.sort(dim=0).values, target.sort(dim=0).values
     if len(xs) != len(ys):
         short, long_ = (xs, ys) if len(xs) < len(ys) else (ys, xs)
-        grid = torch.linspace(0, len(long_) - 1, len(short), dtype=long_.dtype)
-        below = grid.floor().long()
-        above = (below + 1).clamp(max=len(long_) - 1)
-        weight = (grid - below)[:, None]
-        resampled = long_[below] * (1 - weight) + long_[above] * weight
+        resampled = read_sorted(long_, torch.linspace(0, len(long_) - 1, len(short), dtype=long_.dtype))
         xs, ys = (short, resampled) if short is xs else (resampled, short)
     return xs, ys
 

@@ -28,6 +28,7 @@ from aura_tl.intervention import Intervention
 from aura_tl.methods import register_method
 from aura_tl.methods._transport import WHOLE_LINE, TransportMethod, TransportSiteOptions
 from aura_tl.methods.base import base_metadata, data_metadata
+from aura_tl.methods.linact import read_sorted
 from aura_tl.models import ModelShape, hf_tokenizer, pad_token_id
 from aura_tl.options import option
 from aura_tl.responses import (
@@ -69,11 +70,8 @@ def midpoint_quantiles(sorted_values: Float[Tensor, "m d"], k: int) -> Float[Ten
     same distribution sit on average (reading the ends instead matches a small batch's extremes to the whole
     set's, and teaches the maps to widen every distribution). With k = m it is the column itself."""
     m = len(sorted_values)
-    grid = ((torch.arange(k, dtype=sorted_values.dtype, device=sorted_values.device) + 0.5) * m / k - 0.5).clamp(0, m - 1)
-    below = grid.floor().long()
-    above = (below + 1).clamp(max=m - 1)
-    weight = (grid - below)[:, None]
-    return sorted_values[below] * (1 - weight) + sorted_values[above] * weight
+    levels = torch.arange(k, dtype=sorted_values.dtype, device=sorted_values.device) + 0.5
+    return read_sorted(sorted_values, (levels * m / k - 0.5).clamp(0, m - 1))
 
 
 def wasserstein2_per_dim(source: Float[Tensor, "n d"], target_sorted: Float[Tensor, "m d"]) -> Float[Tensor, " d"]:
@@ -266,8 +264,8 @@ class Lineas(TransportMethod):
                          "use learn_intervention")
 
     def summary_row(self, hook, tensors, strength, metadata) -> dict:
-        omega, beta = tensors["omega"], tensors["beta"]
-        return {"hook": hook, "dims": int(omega.numel()),
-                "moved": float(((omega != 1) | (beta != 0)).float().mean()), "omega_median": float(omega.median()),
-                "omega_min": float(omega.min()), "omega_max": float(omega.max()),
-                "beta_mean_abs": float(beta.abs().mean())}
+        """Linear-AcT's row with the share of units moved in place of the support width (the whole line here)."""
+        row = super().summary_row(hook, tensors, strength, metadata)
+        del row["support_median"]
+        moved = float(((tensors["omega"] != 1) | (tensors["beta"] != 0)).float().mean())
+        return {"hook": row.pop("hook"), "dims": row.pop("dims"), "moved": moved, **row}
