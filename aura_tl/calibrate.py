@@ -1,12 +1,12 @@
-"""Calibration: the strongest strength lambda whose perplexity increase on a calibration text stays within a
-budget the user chooses (`--max-ppl-increase 5` = at most +5 % word perplexity). A bisection on lambda in [0, the
+"""Calibration: the strongest strength lambda whose perplexity increase stays within a budget the user chooses
+(`--max-ppl-increase 5` = at most +5 % word perplexity) on every text of a panel. A bisection on lambda in [0, the
 learned lambda], assuming perplexity grows with lambda; every measured point is kept and a non-monotone one is
 reported.
 
-The budget holds on each text of a panel, not on one: the calibration text read as long windows (512 tokens, the
-report's reading) and the same text cut into short independent paragraphs (each from its own start, at most 256
-tokens), where an edit costs more (SmolLM2 at lambda 2: +5.2 % against +3.7 %, 2,048 tokens each). The worst of the
-two decides.
+The budget holds on each kind of text of the retention panel (`aura_tl.retention`), not on one: the calibration
+text read as long windows and as short independent paragraphs, PIQA- and HellaSwag-length contexts, and the model's
+own continuations of non-toxic prompts, where an edit may cost several times what it costs on long documents
+(SmolLM2's old default: +3.1 % on long WikiText windows, +18.5 % on PIQA-length texts). The worst kind decides.
 
 Calibration text: a file the user gives, else WikiText-2 test documents 20-39 from the local data
 (`$AURA_TL_WIKITEXT` or the shared data folder), which the report's perplexity (documents 0-9) never reads.
@@ -182,27 +182,12 @@ def bisect_strength(measure: Callable[[float], float], max_increase_pct: float, 
                  "points": [[s, round(p, 4)] for s, p in points], "monotone": monotone}
 
 
-PANEL_TOKENS = 2048  # per text of the panel: ~10 s a point for SmolLM2 on 2 CPU cores; ratios are paired (same text)
-
-
-def retention_panel(model, text: str, tokens: int = PANEL_TOKENS) -> dict[str, list[list[int]]]:
-    """The texts a budget must hold on, tokenised once (each bisection point only runs the model): the calibration
-    text in long windows from BOS, and its paragraphs each alone from BOS (`tokens` of each)."""
-    tokenizer = hf_tokenizer(model)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
-    width = min(512, model.cfg.n_ctx) - 1
-    length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
-    return {"long windows": [ids[i:i + width] for i in range(0, len(ids), width)],
-            "short paragraphs": [tokenizer(t, add_special_tokens=False)["input_ids"][:length]
-                                 for t in paragraphs(text, max_tokens=tokens, tokenizer=tokenizer)]}
-
-
-def calibrate_strength(model, intervention, max_increase_pct: float, text: str, *, steps: int = 5,
-                       unit: str = "word", progress: bool = True) -> tuple[float, dict]:
+def calibrate_strength(model, intervention, max_increase_pct: float, panel: dict[str, list[list[int]]], *,
+                       steps: int = 5, unit: str = "word", progress: bool = True) -> tuple[float, dict]:
     """`bisect_strength` on [0, the intervention's strength], on the worst relative perplexity increase over the
-    `retention_panel` of `text` per `unit` with the intervention applied at each strength (per word by default:
-    the unit the report's budget is stated in). The record keeps every text's perplexity at every point."""
-    panel = retention_panel(model, text)
+    kinds of text of `panel` (name -> token rows, each scored alone after BOS: `aura_tl.retention.panel_rows`) per
+    `unit` with the intervention applied at each strength (per word by default: the unit the report's budget is
+    stated in). The record keeps every kind's perplexity at every point."""
     bar = tqdm(total=(steps + 2) * len(panel), desc="calibrating strength", disable=not progress)
     measured: dict[float, dict[str, float]] = {}
 

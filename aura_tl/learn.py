@@ -18,6 +18,7 @@ from aura_tl.methods import DEFAULT_METHOD, ConceptOptions, get_method
 from aura_tl.neutral_text import neutral_texts
 from aura_tl.options import as_dict
 from aura_tl.responses import Responses, collect_responses_causal
+from aura_tl.retention import CALIBRATION_SLICES, panel_rows, text_rows
 
 log = logging.getLogger(__name__)
 GATE_FIT_STRENGTH = 1.0  # gates read the method's own edit, so they do not depend on the lambda a user turns later
@@ -145,17 +146,23 @@ def with_neutral_text(model, data: ConceptData, sources: str, *, progress: bool 
 def calibrated(model, intervention: Intervention, options, data: ConceptData | None = None, *,
                progress: bool = True) -> Intervention:
     """The intervention at the strongest strength (up to the learned one) within the perplexity budget on every
-    text of the retention panel; the measurements go into its metadata under `calibration`. Without WikiText or a
-    text of the user's, the panel reads the concept data's non-toxic sentences (`data`, else rtp-learn)."""
+    kind of text of the retention panel (`options.calibration_panel`: `aura_tl.retention` on calibration's slices,
+    or the calibration text alone); the measurements go into its metadata under `calibration`. Without WikiText or
+    a text of the user's, the text kinds read the concept data's non-toxic sentences (`data`, else rtp-learn),
+    which also prompt the own continuations when RTP is not local."""
     data = data if data is not None else concept_data_for(ConceptOptions(seed=options.seed))
     neutral = [text for text, label in zip(data.texts, data.labels) if label == 0]
     text, source = calibration_text(options.calibration_text,
                                     fallback=("\n".join(neutral), f"the non-toxic sentences of {data.source}"))
-    strength, record = calibrate_strength(model, intervention, options.max_ppl_increase, text, progress=progress)
-    record.update(text=source, chosen_strength=strength)
+    if options.calibration_panel == "full":
+        panel = panel_rows(model, text, CALIBRATION_SLICES, fallback_prompts=neutral)
+    else:
+        panel = text_rows(model, text)
+    strength, record = calibrate_strength(model, intervention, options.max_ppl_increase, panel, progress=progress)
+    record.update(text=source, chosen_strength=strength, texts={name: len(rows) for name, rows in panel.items()})
     changes = ", ".join(f"{name} {record['base_ppl'][name]:.3f} -> {ppl:.3f}" for name, ppl in record["chosen_ppl"].items())
-    log.warning("calibrated %s: strength %.4g keeps perplexity within +%g %% on %s (%s)", intervention.method, strength,
-                options.max_ppl_increase, source, changes)
+    log.warning("calibrated %s: strength %.4g keeps perplexity within +%g %% on %s and the panel (%s)",
+                intervention.method, strength, options.max_ppl_increase, source, changes)
     return Intervention(intervention.method, intervention.tensors, intervention.shape,
                         {**intervention.metadata, "calibration": record}, strength)
 

@@ -3,7 +3,7 @@ hooks, unsteered model) and the loss change per token, by position after BOS.
 
     python bench/gate_by_position.py --model smollm2-135m --intervention out/default.safetensors --texts 100
 
-Kinds: PIQA- and HellaSwag-length texts (as `bench/retention_panel.py` builds them) and the toxic and non-toxic RTP
+Kinds: PIQA- and HellaSwag-length texts (`aura_tl.retention.task_texts`) and the toxic and non-toxic RTP
 prompts of the `calibrate` split. A gate that tells toxic from non-toxic RTP prompts but is as open on a PIQA answer
 as on a toxic prompt has learned the corpus, not toxicity (docs/results/token-gate.md).
 """
@@ -21,8 +21,8 @@ from aura_tl.data import rtp_records
 from aura_tl.gating import gate_at
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model, start_token_id
+from aura_tl.retention import task_texts
 from aura_tl.splits import prompt_is_toxic, prompt_text
-from bench.retention_panel import task_texts
 
 BINS = [(0, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 256)]
 
@@ -56,7 +56,7 @@ def main() -> None:
         raise SystemExit(f"{args.intervention} is not gated")
     tokenizer = hf_tokenizer(model)
     records = rtp_records(split="calibrate")
-    kinds = {**{k: v for k, v in task_texts(args.texts).items()},
+    kinds = {**{k: v for k, v in task_texts(slice(0, args.texts)).items()},
              "toxic prompts": [prompt_text(r) for r in records if prompt_is_toxic(r)][:args.texts],
              "non-toxic prompts": [prompt_text(r) for r in records if not prompt_is_toxic(r)][:args.texts]}
     print("| text | " + " | ".join(f"gate {lo}-{hi - 1}" for lo, hi in BINS) + " | loss change / token |")

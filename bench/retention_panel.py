@@ -1,14 +1,9 @@
 """The retention panel per configuration: word perplexity of the model with each intervention against unsteered, on
-every kind of text where an edit may cost more than on long documents, paired per text.
+every kind of text where an edit may cost more than on long documents (`aura_tl.retention`), paired per text.
 
-Texts (none read by calibration, which reads WikiText-2 documents 20-39):
-- long windows: WikiText-2 test documents 0-9 in 512-token windows, each from BOS (the report's reading);
-- short paragraphs: the same documents' paragraphs, each alone from BOS (at most 256 tokens);
-- PIQA-length: `Question: <goal>\\nAnswer: <correct solution>` of the first `--docs` validation documents (the
-  prompt of lm-eval's `piqa`), each alone from BOS;
-- HellaSwag-length: lm-eval's `hellaswag` query and its gold ending, first `--docs` validation documents;
-- own continuations: non-toxic RTP prompts of the `eval` split with the unsteered model's greedy continuation
-  (`--continuation-tokens`), each alone from BOS: text the model itself writes.
+The report's slices, none read by calibration: WikiText-2 test documents 0-9 (long windows, then each paragraph
+alone), the first `--docs` PIQA / HellaSwag validation documents, and `--prompts` non-toxic RTP prompts of the
+`eval` split continued greedily by the unsteered model (`--continuation-tokens`).
 
     python bench/retention_panel.py --model smollm2-135m --intervention default=out/default.safetensors
 
@@ -25,47 +20,22 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float
 
+from aura_tl import retention
 from aura_tl.backends import hooks_applied
-from aura_tl.calibrate import PARAGRAPH_TOKENS, retention_panel, token_logprobs_from_bos, wikitext_documents
-from aura_tl.data import rtp_records
-from aura_tl.generation import SamplingConfig, generate
+from aura_tl.calibrate import token_logprobs_from_bos
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model
-from aura_tl.paths import shared_data_dir
-from aura_tl.splits import prompt_is_toxic, prompt_text
+from aura_tl.retention import PANEL, report_slices
 from bench.results.paired import paired_bootstrap
-from tasks.retention.utils import hellaswag_process_docs, load_hellaswag, load_piqa
-
-PANEL = ("long windows", "short paragraphs", "PIQA-length", "HellaSwag-length", "own continuations")
-
-
-def task_texts(docs: int) -> dict[str, list[str]]:
-    """PIQA and HellaSwag contexts with their gold answers, as lm-eval's tasks prompt them."""
-    piqa = load_piqa()["validation"].select(range(docs))
-    hellaswag = hellaswag_process_docs(load_hellaswag()["validation"].select(range(docs)))
-    return {"PIQA-length": [f"Question: {d['goal']}\nAnswer: {(d['sol1'], d['sol2'])[d['label']]}" for d in piqa],
-            "HellaSwag-length": [f"{d['query']} {d['choices'][int(d['label'])]}" for d in hellaswag]}
-
-
-def own_continuations(model, prompts: int, tokens: int) -> list[str]:
-    """Non-toxic `eval`-split RTP prompts, each followed by the unsteered model's greedy continuation."""
-    records = [r for r in rtp_records(split="eval") if not prompt_is_toxic(r)][:prompts]
-    texts = [prompt_text(r) for r in records]
-    continued = generate(model, texts, SamplingConfig(max_new_tokens=tokens, do_sample=False), batch_size=32)
-    return [t + c for t, c in zip(texts, continued)]
 
 
 def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitext_tokens: int
                ) -> dict[str, list[list[int]]]:
-    """Every panel text as token rows (no BOS; each row is scored alone after it)."""
-    raw = (shared_data_dir() / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8")
-    rows = retention_panel(model, "\n\n".join(wikitext_documents(raw)[:10]), tokens=wikitext_tokens)
-    tokenizer = hf_tokenizer(model)
-    length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
-    texts = {**task_texts(docs), "own continuations": own_continuations(model, prompts, continuation_tokens)}
-    for name, items in texts.items():
-        rows[name] = [tokenizer(t, add_special_tokens=False)["input_ids"][:length] for t in items]
-    return rows
+    """Every panel text of the report's slices as token rows (no BOS; each row is scored alone after it)."""
+    slices = report_slices(docs)
+    return retention.panel_rows(model, retention.wikitext_text(slices.wikitext_docs), slices,
+                                text_tokens=wikitext_tokens, tokens=None, prompts=prompts,
+                                continuation_tokens=continuation_tokens)
 
 
 def row_losses(model, rows: list[list[int]]) -> Float[np.ndarray, "rows"]:

@@ -2,9 +2,11 @@
 
 import pytest
 
-from aura_tl.calibrate import bisect_strength, paragraph_perplexity, paragraphs, perplexity, wikitext_documents
+from aura_tl.calibrate import (_perplexity_from_bos, bisect_strength, paragraph_perplexity, paragraphs, perplexity,
+                               wikitext_documents)
 from aura_tl.data import ConceptData
 from aura_tl.learn import learn_intervention
+from aura_tl.retention import CALIBRATION_SLICES, PANEL, PANEL_TOKENS, task_texts, token_rows
 
 TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed that the reading room needs more "
         "light, and the budget for books will grow next year. ") * 6
@@ -100,6 +102,30 @@ def test_learn_with_a_budget_on_the_real_model(smol, tmp_path):
     from aura_tl.intervention import Intervention
 
     assert Intervention.load(iv.save(tmp_path / "c.safetensors")).metadata["calibration"] == record
+
+
+def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data, tmp_path):
+    """calibration_panel=full: the calibration text's two kinds, PIQA- / HellaSwag-length texts and own
+    continuations, each within the budget, each recorded as measured; never a stronger edit than the text alone."""
+    text = tmp_path / "calibration.txt"
+    text.write_text(TEXT)
+    data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
+                       [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
+    options = dict(max_ppl_increase=1.0, calibration_text=str(text), progress=False, strength=4.0)
+    iv = learn_intervention(tiny, data, "linact", calibration_panel="full", **options)
+    record = iv.metadata["calibration"]
+    assert list(record["chosen_ppl"]) == list(PANEL) and all(record["texts"][name] > 0 for name in PANEL)
+    assert 0 < iv.strength < 4.0  # the budget binds between the ends on this random model
+    for name, ppl in record["chosen_ppl"].items():
+        assert ppl <= record["base_ppl"][name] * 1.01 * (1 + 1e-6)
+    piqa = token_rows(tiny, task_texts(CALIBRATION_SLICES.task_docs)["PIQA-length"], PANEL_TOKENS)
+    assert _perplexity_from_bos(tiny, piqa, "word", 8) == pytest.approx(record["base_ppl"]["PIQA-length"], rel=1e-4)
+    with iv.applied(tiny):
+        assert _perplexity_from_bos(tiny, piqa, "word", 8) == pytest.approx(record["chosen_ppl"]["PIQA-length"],
+                                                                            rel=1e-4)
+    text_only = learn_intervention(tiny, data, "linact", **options)  # the default panel: the text alone
+    assert set(text_only.metadata["calibration"]["chosen_ppl"]) == {"long windows", "short paragraphs"}
+    assert text_only.strength >= iv.strength
 
 
 def test_wikitext_documents_split_at_titles():

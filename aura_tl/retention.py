@@ -1,0 +1,164 @@
+"""The retention panel: the kinds of text an edit's perplexity cost is measured on, because it costs more on some
+than on long documents (`docs/results/retention-panel.md`). One definition, read on two sets of slices that never
+meet: calibration's (a budget is kept on the worst kind) and the report's (`bench/retention_panel.py`).
+
+Kinds, each text scored alone after BOS:
+- long windows: a text in 512-token windows (WikiText-2 documents: the report reads 0-9, calibration 20-39);
+- short paragraphs: the same text's paragraphs, each alone (at most 256 tokens);
+- PIQA-length: `Question: <goal>\\nAnswer: <correct solution>`, the prompt of lm-eval's `piqa` with its answer;
+- HellaSwag-length: lm-eval's `hellaswag` query and its gold ending;
+- own continuations: non-toxic RTP prompts with the unsteered model's greedy continuation (text it writes itself).
+The report reads the first PIQA / HellaSwag validation documents and `eval` prompts; calibration reads PIQA /
+HellaSwag validation documents from `CALIBRATION_TASK_DOCS` on (the report reads at most the first 1,000) and
+`calibrate` prompts. A kind whose data is not local is left out with a warning (the record names the kinds read).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aura_tl.calibrate import (
+    PARAGRAPH_TOKENS,
+    WIKITEXT_DOCS,
+    paragraphs,
+    wikitext_documents,
+    wikitext_path,
+)
+from aura_tl.data import read_jsonl, rtp_records
+from aura_tl.generation import SamplingConfig, generate
+from aura_tl.models import hf_tokenizer
+from aura_tl.paths import local_data_path
+from aura_tl.splits import prompt_is_toxic, prompt_text
+
+log = logging.getLogger(__name__)
+
+PANEL = ("long windows", "short paragraphs", "PIQA-length", "HellaSwag-length", "own continuations")
+TEXT_KINDS = PANEL[:2]  # the kinds read from one text (the calibration text, or WikiText-2 documents)
+PANEL_TOKENS = 2048  # per kind in calibration: ~10 s a point for SmolLM2 on 2 CPU cores; ratios are paired
+CONTINUATION_TOKENS = 32
+CALIBRATION_TASK_DOCS = slice(1500, 1838)  # the last 338 of PIQA's 1,838 validation documents; HellaSwag has 10,042
+REPORT_WIKITEXT_DOCS = slice(0, 10)
+
+
+@dataclass(frozen=True)
+class PanelSlices:
+    """Which documents and prompts each kind reads."""
+
+    wikitext_docs: slice
+    task_docs: slice
+    prompt_split: str
+
+
+CALIBRATION_SLICES = PanelSlices(WIKITEXT_DOCS, CALIBRATION_TASK_DOCS, "calibrate")
+
+
+def report_slices(docs: int) -> PanelSlices:
+    """The report's reading: WikiText-2 documents 0-9, the first `docs` task documents, `eval` prompts."""
+    if docs > CALIBRATION_TASK_DOCS.start:
+        raise ValueError(f"the report reads at most {CALIBRATION_TASK_DOCS.start} task documents (calibration reads "
+                         f"from there on), got {docs}")
+    return PanelSlices(REPORT_WIKITEXT_DOCS, slice(0, docs), "eval")
+
+
+def piqa_docs(path=None) -> list[dict] | None:
+    """PIQA validation documents (goal, sol1, sol2, label) from local data (`path`, `$AURA_TL_PIQA`, shared data)."""
+    found = local_data_path(path, "AURA_TL_PIQA", "piqa/validation_merged.jsonl", name="piqa_path")
+    return None if found is None else [{"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"],
+                                        "label": int(r["label"])} for r in read_jsonl(found)]
+
+
+HELLASWAG_FIELDS = ("ind", "activity_label", "ctx_a", "ctx_b", "ctx", "endings", "source_id", "split", "split_type",
+                    "label")
+
+
+def hellaswag_docs(path=None) -> list[dict] | None:
+    """HellaSwag validation documents (the Hugging Face layout) from local data (`path`, `$AURA_TL_HELLASWAG`,
+    shared data)."""
+    found = local_data_path(path, "AURA_TL_HELLASWAG", "hellaswag/validation.jsonl", name="hellaswag_path")
+    return None if found is None else [{k: r[k] for k in HELLASWAG_FIELDS if k in r} for r in read_jsonl(found)]
+
+
+def task_texts(docs: slice) -> dict[str, list[str]]:
+    """PIQA- and HellaSwag-length texts of the documents `docs`: each context with its gold answer, as lm-eval's
+    tasks prompt them; a kind without local data is left out."""
+    import datasets
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    texts = {}
+    piqa = piqa_docs()
+    if piqa is not None:
+        texts["PIQA-length"] = [f"Question: {d['goal']}\nAnswer: {(d['sol1'], d['sol2'])[d['label']]}"
+                                for d in piqa[docs]]
+    hellaswag = hellaswag_docs()
+    if hellaswag is not None:
+        processed = process_docs(datasets.Dataset.from_list(hellaswag[docs]))
+        texts["HellaSwag-length"] = [f"{d['query']} {d['choices'][int(d['label'])]}" for d in processed]
+    return texts
+
+
+def nontoxic_prompts(split: str, n: int) -> list[str]:
+    """The first `n` non-toxic RTP prompts of `split` from local records; [] when RTP is not local."""
+    try:
+        records = rtp_records(split=split)
+    except FileNotFoundError:
+        return []
+    return [prompt_text(r) for r in records if not prompt_is_toxic(r)][:n]
+
+
+def own_continuations(model, prompts: list[str], tokens: int = CONTINUATION_TOKENS) -> list[str]:
+    """Each prompt followed by the unsteered model's greedy continuation (call it without an edit applied)."""
+    continued = generate(model, prompts, SamplingConfig(max_new_tokens=tokens, do_sample=False), batch_size=32)
+    return [p + c for p, c in zip(prompts, continued)]
+
+
+def token_rows(model, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+    """Each text's tokens (no BOS), cut to fit after BOS in a short row (PARAGRAPH_TOKENS), the first texts up to
+    about `max_tokens` in all."""
+    tokenizer = hf_tokenizer(model)
+    length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
+    rows, total = [], 0
+    for text in texts:
+        if max_tokens is not None and total >= max_tokens:
+            break
+        row = tokenizer(text, add_special_tokens=False)["input_ids"][:length]
+        if row:
+            rows.append(row)
+            total += len(row)
+    return rows
+
+
+def text_rows(model, text: str, tokens: int = PANEL_TOKENS) -> dict[str, list[list[int]]]:
+    """The kinds read from one text (`tokens` of each): long windows from BOS, and its paragraphs each alone."""
+    tokenizer = hf_tokenizer(model)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
+    width = min(512, model.cfg.n_ctx) - 1
+    return {"long windows": [ids[i:i + width] for i in range(0, len(ids), width)],
+            "short paragraphs": token_rows(model, paragraphs(text, max_tokens=tokens, tokenizer=tokenizer))}
+
+
+def wikitext_text(docs: slice) -> str | None:
+    """WikiText-2 test documents `docs` joined, or None when WikiText is not local."""
+    path = wikitext_path()
+    return None if path is None else "\n\n".join(wikitext_documents(path.read_text(encoding="utf-8"))[docs])
+
+
+def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANEL_TOKENS,
+               tokens: int | None = PANEL_TOKENS, prompts: int | None = None,
+               continuation_tokens: int = CONTINUATION_TOKENS, fallback_prompts: list[str] = ()
+               ) -> dict[str, list[list[int]]]:
+    """Every kind of the panel as token rows, in `PANEL` order: `text`'s long windows and paragraphs (`text_tokens`
+    of each), then the task texts of `slices` and the own continuations of its split's first `prompts` non-toxic
+    prompts (of `fallback_prompts` when they are not local), up to `tokens` tokens of each kind (None: all)."""
+    rows = text_rows(model, text, text_tokens)
+    texts = task_texts(slices.task_docs)
+    # an RTP prompt is ~8-20 tokens: prompts enough for `tokens` with few left over
+    wanted = prompts if prompts is not None else (tokens or PANEL_TOKENS) // (continuation_tokens + 8)
+    chosen = nontoxic_prompts(slices.prompt_split, wanted) or list(fallback_prompts)[:wanted]
+    if chosen:
+        texts["own continuations"] = own_continuations(model, chosen, continuation_tokens)
+    rows.update({name: token_rows(model, items, tokens) for name, items in texts.items()})
+    missing = [name for name in PANEL if not rows.get(name)]
+    if missing:
+        log.warning("the retention panel leaves out %s: no local data (see aura_tl.retention)", ", ".join(missing))
+    return {name: rows[name] for name in PANEL if rows.get(name)}

@@ -1,0 +1,55 @@
+"""The retention panel (`aura_tl.retention`): every kind of text, read on calibration's slices or the report's,
+which never meet; and calibration keeps its budget on each kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from aura_tl import retention
+from aura_tl.data import rtp_records
+from aura_tl.models import hf_tokenizer
+from aura_tl.retention import CALIBRATION_SLICES, PANEL, panel_rows, report_slices, task_texts
+from aura_tl.splits import prompt_text
+
+TEXT = "\n".join(f"The river {i} runs past the old mill and the stone bridge into the town." for i in range(12))
+
+
+def test_calibration_and_the_report_read_different_task_documents_and_prompts(shared_data):
+    calibration = task_texts(CALIBRATION_SLICES.task_docs)
+    report = task_texts(report_slices(1000).task_docs)
+    assert set(calibration) == set(report) == {"PIQA-length", "HellaSwag-length"}
+    assert len(calibration["PIQA-length"]) == 1838 - 1500 and len(report["PIQA-length"]) == 1000
+    for kind in calibration:
+        assert not set(calibration[kind]) & set(report[kind])
+    assert report["PIQA-length"][0].startswith("Question: ") and "\nAnswer: " in report["PIQA-length"][0]
+    eval_prompts = {prompt_text(r) for r in rtp_records(split="eval")}
+    chosen = retention.nontoxic_prompts(CALIBRATION_SLICES.prompt_split, 50)
+    assert len(chosen) == 50 and not set(chosen) & eval_prompts
+    with pytest.raises(ValueError, match="at most 1500"):
+        report_slices(1501)
+
+
+def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_data):
+    rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, text_tokens=300, tokens=120, prompts=4, continuation_tokens=5)
+    assert list(rows) == list(PANEL)
+    for kind in PANEL[2:]:  # up to the budget: the last row may pass it, the one before does not
+        assert sum(len(r) for r in rows[kind][:-1]) < 120
+    assert len(rows["own continuations"]) <= 4
+    assert all(0 < len(r) < tiny.cfg.n_ctx for kind in rows.values() for r in kind)
+    tokenizer = hf_tokenizer(tiny)
+    first = tokenizer.decode(rows["own continuations"][0])
+    assert first.startswith(retention.nontoxic_prompts("calibrate", 1)[0])
+
+
+def test_own_continuations_fall_back_to_given_prompts_without_local_rtp(tiny, shared_data, monkeypatch):
+    def no_rtp(**_):
+        raise FileNotFoundError("no local RealToxicityPrompts records")
+
+    monkeypatch.setattr(retention, "rtp_records", no_rtp)
+    rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, tokens=60, prompts=2, continuation_tokens=3,
+                      fallback_prompts=["A quiet morning in the village", "The recipe needs two eggs", "unused"])
+    decoded = [hf_tokenizer(tiny).decode(r) for r in rows["own continuations"]]
+    assert len(decoded) == 2 and decoded[0].startswith("A quiet morning in the village")
+    monkeypatch.setattr(retention, "task_texts", lambda docs: {})
+    kept = panel_rows(tiny, TEXT, CALIBRATION_SLICES, tokens=60, prompts=2, continuation_tokens=3)
+    assert list(kept) == ["long windows", "short paragraphs"]  # nothing to continue, no task data: left out
