@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,13 @@ def calibration_text(path: str | Path | None = None, fallback: tuple[str, str] |
     if wiki is None:
         raise FileNotFoundError("calibration needs a text: pass calibration_text=FILE (--calibration-text), or set "
                                 "AURA_TL_WIKITEXT to WikiText-2's wiki.test.raw")
-    docs = wikitext_documents(wiki.read_text(encoding="utf-8"))[WIKITEXT_DOCS]
-    return "".join(docs), f"{wiki} documents {WIKITEXT_DOCS.start}-{WIKITEXT_DOCS.stop - 1}"
+    return "".join(wikitext_slice(WIKITEXT_DOCS)), f"{wiki} documents {WIKITEXT_DOCS.start}-{WIKITEXT_DOCS.stop - 1}"
+
+
+def wikitext_slice(docs: slice) -> list[str] | None:
+    """WikiText-2 test documents `docs` where the file is local (`wikitext_path`), else None."""
+    path = wikitext_path()
+    return None if path is None else wikitext_documents(path.read_text(encoding="utf-8"))[docs]
 
 
 LOGITS_BUDGET = 1 << 28  # logits held at once by `perplexity` (1 GiB in float32): Gemma's 262k vocabulary -> 2 rows
@@ -77,11 +83,14 @@ def perplexity(model, text: str, window: int = 512, max_tokens: int = 8192, batc
     `word_perplexity` unit, which the report and the retention budget use; per word a change is about
     tokens/word times larger than per token). A window that starts mid-text without BOS is what some models
     (Gemma) never saw in training: its loss would measure that, not the text."""
-    tokenizer = hf_tokenizer(model)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    return _perplexity_from_bos(model, window_rows(model, text, max_tokens, window), unit, batch_size)
+
+
+def window_rows(model, text: str, max_tokens: int, window: int = 512) -> list[list[int]]:
+    """The text's first `max_tokens` tokens in disjoint rows that fit a `window` with BOS before each."""
+    ids = hf_tokenizer(model)(text, add_special_tokens=False)["input_ids"][:max_tokens]
     width = min(window, model.cfg.n_ctx) - 1
-    rows = [ids[i:i + width] for i in range(0, len(ids), width)]
-    return _perplexity_from_bos(model, rows, unit, batch_size)
+    return [ids[i:i + width] for i in range(0, len(ids), width)]
 
 
 PARAGRAPH_TOKENS = 256
@@ -105,10 +114,23 @@ def paragraphs(text: str, max_tokens: int = 8192, tokenizer=None) -> list[str]:
 def paragraph_perplexity(model, texts: list[str], unit: str = "token", batch_size: int = 16) -> float:
     """Perplexity over `texts` each scored alone from its own start (BOS, then at most PARAGRAPH_TOKENS tokens
     with it): what a model sees from a user's short inputs."""
+    return _perplexity_from_bos(model, short_rows(model, texts), unit, batch_size)
+
+
+def short_rows(model, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+    """Each text's tokens cut to fit after BOS in a short row (PARAGRAPH_TOKENS), empty ones dropped; the first
+    texts up to about `max_tokens` in all (None: every text)."""
     tokenizer = hf_tokenizer(model)
     length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:length] for t in texts]
-    return _perplexity_from_bos(model, rows, unit, batch_size)
+    rows, total = [], 0
+    for text in texts:
+        if max_tokens is not None and total >= max_tokens:
+            break
+        row = tokenizer(text, add_special_tokens=False)["input_ids"][:length]
+        if row:
+            rows.append(row)
+            total += len(row)
+    return rows
 
 
 def _perplexity_from_bos(model, rows: list[list[int]], unit: str, batch_size: int) -> float:
@@ -193,13 +215,10 @@ def calibrate_strength(model, intervention, max_increase_pct: float, panel: dict
 
     def at(strength: float) -> dict[str, float]:
         values = {}
-        for name, rows in panel.items():
-            if strength == 0:
+        with (intervention.with_strength(strength).applied(model) if strength else nullcontext()):
+            for name, rows in panel.items():
                 values[name] = _perplexity_from_bos(model, rows, unit, 8)
-            else:
-                with intervention.with_strength(strength).applied(model):
-                    values[name] = _perplexity_from_bos(model, rows, unit, 8)
-            bar.update(1)
+                bar.update(1)
         measured[strength] = values
         return values
 

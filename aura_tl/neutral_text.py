@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_documents, wikitext_path
+from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
 from aura_tl.gating import COUNTED_SOURCE
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
@@ -43,11 +43,10 @@ def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0
 
 def wikitext_neutral(model, n: int) -> list[str]:
     """The first `n` paragraphs of WikiText-2 test documents 40 on; [] with a warning when WikiText is not local."""
-    path = wikitext_path()
-    if path is None:
+    docs = wikitext_slice(WIKITEXT_NEUTRAL_DOCS)
+    if docs is None:
         log.warning("no WikiText-2 found (set AURA_TL_WIKITEXT): the gate's neutral text leaves it out")
         return []
-    docs = wikitext_documents(path.read_text(encoding="utf-8"))[WIKITEXT_NEUTRAL_DOCS]
     # each paragraph counts at most PARAGRAPH_TOKENS: this budget reads at least n of them, and not the whole file
     return paragraphs("".join(docs), max_tokens=n * PARAGRAPH_TOKENS, tokenizer=hf_tokenizer(model))[:n]
 

@@ -18,13 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from aura_tl.calibrate import (
-    PARAGRAPH_TOKENS,
-    WIKITEXT_DOCS,
-    paragraphs,
-    wikitext_documents,
-    wikitext_path,
-)
+from aura_tl.calibrate import WIKITEXT_DOCS, paragraphs, short_rows, wikitext_slice, window_rows
 from aura_tl.data import read_jsonl, rtp_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer
@@ -112,35 +106,16 @@ def own_continuations(model, prompts: list[str], tokens: int = CONTINUATION_TOKE
     return [p + c for p, c in zip(prompts, continued)]
 
 
-def token_rows(model, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
-    """Each text's tokens (no BOS), cut to fit after BOS in a short row (PARAGRAPH_TOKENS), the first texts up to
-    about `max_tokens` in all."""
-    tokenizer = hf_tokenizer(model)
-    length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
-    rows, total = [], 0
-    for text in texts:
-        if max_tokens is not None and total >= max_tokens:
-            break
-        row = tokenizer(text, add_special_tokens=False)["input_ids"][:length]
-        if row:
-            rows.append(row)
-            total += len(row)
-    return rows
-
-
 def text_rows(model, text: str, tokens: int = PANEL_TOKENS) -> dict[str, list[list[int]]]:
     """The kinds read from one text (`tokens` of each): long windows from BOS, and its paragraphs each alone."""
-    tokenizer = hf_tokenizer(model)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
-    width = min(512, model.cfg.n_ctx) - 1
-    return {"long windows": [ids[i:i + width] for i in range(0, len(ids), width)],
-            "short paragraphs": token_rows(model, paragraphs(text, max_tokens=tokens, tokenizer=tokenizer))}
+    return {"long windows": window_rows(model, text, tokens),
+            "short paragraphs": short_rows(model, paragraphs(text, max_tokens=tokens, tokenizer=hf_tokenizer(model)))}
 
 
 def wikitext_text(docs: slice) -> str | None:
     """WikiText-2 test documents `docs` joined, or None when WikiText is not local."""
-    path = wikitext_path()
-    return None if path is None else "\n\n".join(wikitext_documents(path.read_text(encoding="utf-8"))[docs])
+    found = wikitext_slice(docs)
+    return None if found is None else "\n\n".join(found)
 
 
 def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANEL_TOKENS,
@@ -157,7 +132,7 @@ def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANE
     chosen = nontoxic_prompts(slices.prompt_split, wanted) or list(fallback_prompts)[:wanted]
     if chosen:
         texts["own continuations"] = own_continuations(model, chosen, continuation_tokens)
-    rows.update({name: token_rows(model, items, tokens) for name, items in texts.items()})
+    rows.update({name: short_rows(model, items, tokens) for name, items in texts.items()})
     missing = [name for name in PANEL if not rows.get(name)]
     if missing:
         log.warning("the retention panel leaves out %s: no local data (see aura_tl.retention)", ", ".join(missing))

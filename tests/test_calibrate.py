@@ -3,10 +3,10 @@
 import pytest
 
 from aura_tl.calibrate import (_perplexity_from_bos, bisect_strength, paragraph_perplexity, paragraphs, perplexity,
-                               wikitext_documents)
+                               short_rows, wikitext_documents)
 from aura_tl.data import ConceptData
 from aura_tl.learn import learn_intervention
-from aura_tl.retention import CALIBRATION_SLICES, PANEL, PANEL_TOKENS, task_texts, token_rows
+from aura_tl.retention import CALIBRATION_SLICES, PANEL, PANEL_TOKENS, task_texts
 
 TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed that the reading room needs more "
         "light, and the budget for books will grow next year. ") * 6
@@ -118,7 +118,7 @@ def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data
     assert 0 < iv.strength < 4.0  # the budget binds between the ends on this random model
     for name, ppl in record["chosen_ppl"].items():
         assert ppl <= record["base_ppl"][name] * 1.01 * (1 + 1e-6)
-    piqa = token_rows(tiny, task_texts(CALIBRATION_SLICES.task_docs)["PIQA-length"], PANEL_TOKENS)
+    piqa = short_rows(tiny, task_texts(CALIBRATION_SLICES.task_docs)["PIQA-length"], PANEL_TOKENS)
     assert _perplexity_from_bos(tiny, piqa, "word", 8) == pytest.approx(record["base_ppl"]["PIQA-length"], rel=1e-4)
     with iv.applied(tiny):
         assert _perplexity_from_bos(tiny, piqa, "word", 8) == pytest.approx(record["chosen_ppl"]["PIQA-length"],

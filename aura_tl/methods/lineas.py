@@ -81,6 +81,11 @@ def wasserstein2_per_dim(source: Float[Tensor, "n d"], target_sorted: Float[Tens
     return (xs - midpoint_quantiles(target_sorted, len(xs))).pow(2).mean(0)
 
 
+def moved_share(tensors: dict[str, Tensor]) -> float:
+    """The share of a hook's units the map moves (omega != 1 or beta != 0)."""
+    return float(((tensors["omega"] != 1) | (tensors["beta"] != 0)).float().mean())
+
+
 @contextmanager
 def frozen(model) -> Iterator[None]:
     """The model's parameters need no gradient while the maps learn (restored on exit)."""
@@ -251,8 +256,7 @@ class Lineas(TransportMethod):
                 schedule.step()
                 history.append(float(distance.detach()))
         tensors = maps.tensors()
-        moved_fraction = {n: float((t["omega"] != 1).logical_or(t["beta"] != 0).float().mean())
-                          for n, t in tensors.items()}
+        moved_fraction = {n: moved_share(t) for n, t in tensors.items()}
         metadata = base_metadata(options, hooks=names, pooling=options.pooling, data=data_metadata(data),
                                  end_to_end=True, loss={"first": history[0], "last": history[-1],
                                                         "every_25": history[::25]},
@@ -267,5 +271,4 @@ class Lineas(TransportMethod):
         """Linear-AcT's row with the share of units moved in place of the support width (the whole line here)."""
         row = super().summary_row(hook, tensors, strength, metadata)
         del row["support_median"]
-        moved = float(((tensors["omega"] != 1) | (tensors["beta"] != 0)).float().mean())
-        return {"hook": row.pop("hook"), "dims": row.pop("dims"), "moved": moved, **row}
+        return {"hook": row.pop("hook"), "dims": row.pop("dims"), "moved": moved_share(tensors), **row}

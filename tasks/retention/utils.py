@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datasets
 from lm_eval.tasks.hellaswag.utils import process_docs as hellaswag_process_docs  # noqa: F401  (used by the YAML)
-from lm_eval.tasks.wikitext.preprocess_wikitext import (
-    process_results as wikitext_process_results,  # noqa: F401
-)
+from lm_eval.tasks.wikitext.preprocess_wikitext import process_results as wikitext_process_results  # noqa: F401
 from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer  # noqa: F401
 
 from aura_tl.calibrate import wikitext_documents
