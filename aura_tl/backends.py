@@ -204,6 +204,12 @@ class Backend(ABC):
         return self.spellings(model).get(name, name)
 
     @abstractmethod
+    def run_through(self, model, tokens: Int[Tensor, "b p"], attention_mask: Int[Tensor, "b p"] | None,
+                    last_layer: int | None) -> None:
+        """Run blocks 0..`last_layer` (None: the whole model) so that their hooks fire, and never the unembedding of
+        every position (on Gemma-3 that is most of a forward's work)."""
+
+    @abstractmethod
     def layer_runner(self, model, tokens, attention_mask, last_layer: int) -> LayerRunner: ...
 
     @abstractmethod
@@ -335,6 +341,10 @@ class HookedBackend(Backend):
     def hook_names(self, model):
         return list(model.hook_dict)  # the canonical spellings are accepted, never listed: they are not hook points
 
+    def run_through(self, model, tokens, attention_mask, last_layer):
+        stop = None if last_layer is None else last_layer + 1  # past the last block: the residual, not the norm
+        model(tokens, attention_mask=attention_mask, return_type=None, stop_at_layer=stop)  # None: no unembedding
+
     def layer_runner(self, model, tokens, attention_mask, last_layer):
         return HookedLayerRunner(model, tokens, attention_mask, last_layer)
 
@@ -379,10 +389,9 @@ class BridgeLayerRunner(LayerRunner):
 
         handles = [blocks[i].register_forward_pre_hook(record(i), with_kwargs=True)
                    for i in range(self.last_layer + 1)]
-        stop = self.last_layer + 1 if self.last_layer + 1 < self.model.cfg.n_layers else None
         try:
             with hooks_applied(self.model, [(f"blocks.{layer}.hook_resid_pre", keep)]):
-                self.model(self.tokens, attention_mask=self.mask, stop_at_layer=stop, use_cache=False, logits_to_keep=1)
+                BRIDGE.run_through(self.model, self.tokens, self.mask, self.last_layer)
         finally:
             for handle in handles:
                 handle.remove()
@@ -509,6 +518,13 @@ class BridgeBackend(Backend):
             memo = {point.name: name for name, point in model.hook_dict.items() if point.name != name}
             model.__dict__["_aura_tl_spellings"] = memo
         return memo
+
+    def run_through(self, model, tokens, attention_mask, last_layer):
+        # the bridge stops by raising at the input of block `stop_at_layer`; past the last block there is none, so
+        # Hugging Face's forward runs on to its head, told to unembed the last position only
+        stop = last_layer + 1 if last_layer is not None and last_layer + 1 < model.cfg.n_layers else None
+        model(tokens, attention_mask=attention_mask, return_type=None, stop_at_layer=stop, use_cache=False,
+              logits_to_keep=1)
 
     def layer_runner(self, model, tokens, attention_mask, last_layer):
         return BridgeLayerRunner(model, tokens, attention_mask, last_layer)

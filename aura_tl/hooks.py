@@ -37,6 +37,13 @@ def layer_of(hook_name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+def last_block(hook_names: Sequence[str]) -> int | None:
+    """The last block a forward must run for every hook to fire; None when a hook lies outside the blocks (the
+    embedding or the final norm), where the whole model runs."""
+    layers = [layer_of(name) for name in hook_names]
+    return None if min(layers) < 0 else max(layers)
+
+
 def resolve_hook_names(model, patterns: str | Sequence[str] = DEFAULT_HOOKS) -> list[str]:
     """All hook names of `model` matched by the patterns, in layer order, each spelt once the way TransformerLens 3
     spells it (a TransformerLens 4 canonical name such as `blocks.3.mlp.out.hook_in` is accepted and becomes

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from aura_tl.backends import hook_point, hooks_applied, remove_hook_fn
+from aura_tl.backends import backend_of, hook_point, hooks_applied, remove_hook_fn
 from aura_tl.gating import GateRule, gated, rule_of
-from aura_tl.hooks import layer_of
+from aura_tl.hooks import last_block, layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 # the registry lookup of a file's method: the package's one import that runs back up (methods import this module)
 from aura_tl.methods import get_method
@@ -225,10 +225,9 @@ def hook_widths(model, names: list[str]) -> dict[str, int]:
                 memo[name] = int(activation[0, 0].numel())
             return hook
 
-        layers = [layer_of(n) for n in missing]
-        stop = None if min(layers) < 0 else max(layers) + 1  # a hook outside the blocks needs the whole pass
+        token = torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device)
         with torch.inference_mode(), hooks_applied(model, [(n, record(n)) for n in missing]):
-            model(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), stop_at_layer=stop)
+            backend_of(model).run_through(model, token, None, last_block(missing))
     return {n: memo.get(n) for n in names}
 
 

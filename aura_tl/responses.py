@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.distributed import merge_shards, shard
 from aura_tl.backends import backend_of, hooks_applied
-from aura_tl.hooks import DEFAULT_HOOKS, layer_of, resolve_hook_names, split_patterns, user_hook_name
+from aura_tl.hooks import DEFAULT_HOOKS, last_block, layer_of, resolve_hook_names, split_patterns, user_hook_name
 from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
@@ -301,13 +301,12 @@ def collect_responses(
     """
     pooler = _Pooler(model, texts, pooling, batch_size, max_batch_tokens, max_length, out_device)
     names = resolve_hook_names(model, hooks)
-    stop_at = max(layer_of(n) for n in names) + 1
-    stop_at_layer = stop_at if 0 < stop_at < model.cfg.n_layers else None
+    last_layer, backend = last_block(names), backend_of(model)
     with torch.inference_mode(), hooks_applied(model, pooler.hooks(names)):
         rank, world = shard()
         for batch, _ in tqdm(pooler.batches(), total=len(pooler.ranges[rank::world]), desc="responses",
                              disable=not progress or rank > 0):
-            model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
+            backend.run_through(model, batch.tokens, batch.attention_mask, last_layer)
     pooler.merge(names)
     responses = pooler.responses(model, names, labels)
     if save_to:

@@ -102,6 +102,34 @@ def test_block_by_block_runs_equal_a_full_pass(tiny):
     torch.testing.assert_close(seen["post"][rows], full["blocks.1.mlp.hook_post"][rows], rtol=1e-5, atol=1e-5)
 
 
+def test_running_through_a_block_fires_its_hooks_and_never_unembeds_every_position(tiny):
+    """What response collection and lineas run: the hooks up to the last block see what a full forward gives them,
+    and the unembedding (the bulk of a Gemma-3 forward) reads at most one position, where a full forward reads all."""
+    tokens, mask = tokens_of(tiny)
+    names = ["blocks.0.hook_attn_out", "blocks.1.mlp.hook_post"]
+    seen, full, unembedded = {}, {}, []
+
+    def keep(activation, hook, into):
+        into[hook.name] = activation.clone()
+
+    handle = tiny.unembed.register_forward_hook(lambda module, args, output: unembedded.append(output.shape[-2]))
+    try:
+        with torch.inference_mode():
+            with tiny.hooks(fwd_hooks=[(n, partial(keep, into=full)) for n in names]):
+                tiny(tokens, attention_mask=mask)
+            assert unembedded == [tokens.shape[1]]  # a full forward unembeds every position
+            unembedded.clear()
+            with tiny.hooks(fwd_hooks=[(n, partial(keep, into=seen)) for n in names]):
+                backend_of(tiny).run_through(tiny, tokens, mask, last_layer=1)
+    finally:
+        handle.remove()
+    assert all(positions <= 1 for positions in unembedded)
+    rows = mask.bool()
+    assert seen.keys() == full.keys() and len(seen) == 2
+    for name in full:
+        torch.testing.assert_close(seen[name][rows], full[name][rows], rtol=1e-5, atol=1e-5)
+
+
 def test_final_norm_and_unembedding_give_the_logits(tiny):
     tokens, _ = tokens_of(tiny, TEXTS[:1])
     backend = backend_of(tiny)

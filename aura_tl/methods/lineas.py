@@ -22,8 +22,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import trange
 
-from aura_tl.backends import hooks_applied
-from aura_tl.hooks import layer_of, resolve_hook_names
+from aura_tl.backends import backend_of, hooks_applied
+from aura_tl.hooks import last_block, layer_of, resolve_hook_names
 from aura_tl.intervention import Intervention
 from aura_tl.methods import register_method
 from aura_tl.methods._transport import WHOLE_LINE, TransportMethod, TransportSiteOptions
@@ -160,8 +160,7 @@ class _Step:
 
     def __init__(self, model, maps: _Maps, names: list[str], spreads: dict[str, Tensor], pooling: str):
         self.model, self.maps, self.names, self.spreads, self.pooling = model, maps, names, spreads, pooling
-        stop = max(layer_of(n) for n in names) + 1
-        self.stop_at_layer = stop if stop < model.cfg.n_layers else None
+        self.last_layer, self.backend = last_block(names), backend_of(model)
         self.pad_id = pad_token_id(hf_tokenizer(model))
         self.steer, self.mask, self.toxic_rows = True, None, 0
         self.pooled: dict[str, Tensor] = {}
@@ -188,8 +187,7 @@ class _Step:
     def _forward(self, ids: list[list[int]], content: list[list[bool]]) -> None:
         batch = make_batch(ids, content, self.pad_id, self.model.cfg.device)
         self.mask = batch.pool_mask
-        self.model(batch.tokens, attention_mask=batch.attention_mask, return_type=None,
-                   stop_at_layer=self.stop_at_layer)
+        self.backend.run_through(self.model, batch.tokens, batch.attention_mask, self.last_layer)
 
     def run(self, toxic, neutral=None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(pooled toxic activations, neutral change) per hook, with the graph to the maps."""
