@@ -519,12 +519,15 @@ class BridgeBackend(Backend):
             model.__dict__["_aura_tl_spellings"] = memo
         return memo
 
+    @staticmethod
+    def stop_at(model, last_layer: int | None) -> int | None:
+        """The bridge's `stop_at_layer` for running through `last_layer`: it stops by raising at the input of that
+        block, and past the last block there is none, so there the forward runs on to Hugging Face's head (None)."""
+        return last_layer + 1 if last_layer is not None and last_layer + 1 < model.cfg.n_layers else None
+
     def run_through(self, model, tokens, attention_mask, last_layer):
-        # the bridge stops by raising at the input of block `stop_at_layer`; past the last block there is none, so
-        # Hugging Face's forward runs on to its head, told to unembed the last position only
-        stop = last_layer + 1 if last_layer is not None and last_layer + 1 < model.cfg.n_layers else None
-        model(tokens, attention_mask=attention_mask, return_type=None, stop_at_layer=stop, use_cache=False,
-              logits_to_keep=1)
+        model(tokens, attention_mask=attention_mask, return_type=None, stop_at_layer=self.stop_at(model, last_layer),
+              use_cache=False, logits_to_keep=1)  # where the head runs, it unembeds the last position only
 
     def layer_runner(self, model, tokens, attention_mask, last_layer):
         return BridgeLayerRunner(model, tokens, attention_mask, last_layer)

@@ -23,8 +23,7 @@ from aura_tl.responses import collect_responses
 
 def whole_head(self, model, tokens, attention_mask, last_layer):
     """The reference: the call `run_through` replaced (no `logits_to_keep`, so every position is unembedded)."""
-    stop = last_layer + 1 if last_layer is not None and last_layer + 1 < model.cfg.n_layers else None
-    model(tokens, attention_mask=attention_mask, return_type=None, stop_at_layer=stop)
+    model(tokens, attention_mask=attention_mask, return_type=None, stop_at_layer=self.stop_at(model, last_layer))
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from aura_tl.backends import backend_of, hooks_applied
-from aura_tl.hooks import last_block, layer_of, resolve_hook_names
+from aura_tl.hooks import last_block, resolve_hook_names
 from aura_tl.intervention import Intervention
 from aura_tl.methods import register_method
 from aura_tl.methods._transport import WHOLE_LINE, TransportMethod, TransportSiteOptions
@@ -220,7 +220,7 @@ class Lineas(TransportMethod):
     def learn(self, model, data, options, *, progress: bool = True):
         started = time.perf_counter()
         names = resolve_hook_names(model, options.hooks)
-        if min(layer_of(n) for n in names) < 0:
+        if last_block(names) is None:
             raise ValueError("lineas learns maps inside blocks (blocks.{L}....): the hooks given are outside them")
         if options.responses:
             log.warning("lineas learns through the model, not from pooled responses: responses=%s is not used",
