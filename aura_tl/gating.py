@@ -21,6 +21,10 @@ the later half of each toxic sentence against every position of non-toxic senten
 model's own samples, WikiText; `aura_tl.neutral_text`), by an L2 logistic regression over the whole activation.
 The probe, fitted on pooled sentences of one corpus, opens on any text unlike both of its classes (on SmolLM2 as
 much on a PIQA answer as on a toxic prompt: docs/results/token-gate.md).
+
+The built-in rule `unit`: the token gate times a factor per unit, so a position's edit can be open on the units
+whose own values look toxic and closed on the others (per-unit gating in the spirit of GAPS, arXiv 2609.01878; the
+form, a 1-D logistic regression per unit normalised on the toxic rows, is this package's own).
 """
 
 from __future__ import annotations
@@ -69,8 +73,10 @@ class GateRule:
         """Neutral text (`aura_tl.neutral_text` sources) added to the concept data as non-toxic when fitting."""
         return "none"
 
-    def value(self, activation: Float[Tensor, "*rows d"], tensors: Mapping[str, Tensor]) -> Float[Tensor, "*rows"]:
-        """The gate in [0, 1] for each row of activations (units last; per-head hooks arrive flattened)."""
+    def value(self, activation: Float[Tensor, "*rows d"], tensors: Mapping[str, Tensor]
+              ) -> Float[Tensor, "*rows"] | Float[Tensor, "*rows d"]:
+        """The gate in [0, 1] for each row of activations (units last; per-head hooks arrive flattened), or for
+        each row and unit (a per-unit rule)."""
         raise NotImplementedError
 
     def accuracy(self, pooled: Float[Tensor, "n d"], labels: Tensor, tensors: Mapping[str, Tensor]) -> float:
@@ -129,13 +135,16 @@ def rule_of(metadata: Mapping, tensors: Mapping[str, Mapping[str, Tensor]]) -> G
 
 
 def gate_at(activation: Tensor, value: Callable[[Tensor], Tensor]) -> Tensor:
-    """The gate per position of a hook's activation ([batch, pos]); per-head activations [batch, pos, head, d] are
-    read head-major."""
-    return value(activation.flatten(-2) if activation.ndim == 4 else activation)
+    """The gate per position of a hook's activation ([batch, pos]), or per position and unit (the activation's
+    shape) for a per-unit rule; per-head activations [batch, pos, head, d] are read head-major."""
+    flat = activation.flatten(-2) if activation.ndim == 4 else activation
+    gate = value(flat)
+    return gate.view(activation.shape) if gate.shape == flat.shape else gate
 
 
 def gated_hook(activation: Tensor, hook, inner: Callable, value: Callable[[Tensor], Tensor]) -> Tensor:
-    """a + g(a) (inner(a) - a): the method's edit, scaled per position by the gate read before it."""
+    """a + g(a) (inner(a) - a): the method's edit, scaled per position (or per position and unit) by the gate read
+    before it."""
     gate = gate_at(activation, value)
     gate = gate.view(*gate.shape, *([1] * (activation.ndim - gate.ndim)))
     return activation + gate * (inner(activation, hook) - activation)
@@ -285,7 +294,73 @@ class TokenGate(ProbeGate):
         return {"gate_w": w, "gate_b": b.reshape(1)}
 
     def accuracy(self, pooled, labels, tensors):
-        """Balanced accuracy on the rows it learned from (toxic later positions above 1/2, others below)."""
+        """Balanced accuracy of the token gate on the rows it learned from (toxic later positions above 1/2, others
+        below); for the per-unit rule, of its token factor."""
         x, y = token_rows(pooled, labels)
-        predicted = self.value(x, tensors) > 0.5
+        predicted = gate_value(x, tensors["gate_w"], tensors["gate_b"]) > 0.5
         return round(float(((predicted[y == 1]).float().mean() + (~predicted[y == 0]).float().mean()) / 2), 4)
+
+
+# --- per-unit gates --------------------------------------------------------------------------------------------------
+
+def fit_logistic_per_unit(x: Float[Tensor, "n d"], y: Tensor, l2: float, steps: int = 100
+                          ) -> tuple[Float[Tensor, " d"], Float[Tensor, " d"]]:
+    """slope s, bias c per unit of d independent 1-D logistic regressions sigmoid(s_j x_j + c_j), both classes
+    weighted equally, L2 on the slope of the standardised unit; Newton steps on all units at once (float64)."""
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError("a gate needs toxic and non-toxic rows")
+    x, y = x.double(), y.double()[:, None]
+    weights = torch.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+    center, scale = x.mean(0), x.std(0).clamp(min=1e-6)
+    z = (x - center) / scale
+    slope, bias = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
+    for _ in range(steps):
+        p = torch.sigmoid(z * slope + bias)
+        residual, curvature = weights * (p - y), weights * p * (1 - p)
+        g_s, g_c = (residual * z).sum(0) + l2 * slope, residual.sum(0)
+        h_ss, h_sc, h_cc = (curvature * z * z).sum(0) + l2, (curvature * z).sum(0), curvature.sum(0)
+        det = (h_ss * h_cc - h_sc * h_sc).clamp(min=1e-18)
+        step_s, step_c = (h_cc * g_s - h_sc * g_c) / det, (h_ss * g_c - h_sc * g_s) / det
+        slope, bias = slope - step_s, bias - step_c
+        if max(float(step_s.abs().max()), float(step_c.abs().max())) < 1e-10:
+            break
+    return (slope / scale).float(), (bias - slope * center / scale).float()
+
+
+@dataclass
+class UnitGateOptions(TokenGateOptions):
+    gate_unit_l2: float = option(1e-2, "L2 penalty (on each standardised unit) of the per-unit logistic fits "
+                                       "(gate=unit)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.gate_unit_l2 >= 0:
+            raise ValueError(f"gate_unit_l2 must be >= 0, got {self.gate_unit_l2}")
+
+
+@register_gate
+class UnitGate(TokenGate):
+    """The token gate, closed further per unit where that unit's own value looks non-toxic (in the spirit of GAPS's
+    per-unit gates): g_j(a) = t(a) min(1, u_j(a_j) / m_j), t the token gate, u_j a 1-D logistic regression of unit j
+    on the token gate's rows, m_j its mean over the toxic rows. A unit that does not tell the classes apart keeps the
+    token gate (u_j / m_j ~ 1); one that does is edited less where its value sits with the non-toxic rows."""
+
+    name = "unit"
+    summary = ("the token gate times a per-unit factor min(1, u_j(a_j) / m_j): each unit's own logistic fit, "
+               "normalised on the toxic rows")
+    Options = UnitGateOptions
+    tensors = ("gate_w", "gate_b", "gate_unit_slope", "gate_unit_bias", "gate_unit_norm")
+    unit_tensors = ("gate_w", "gate_unit_slope", "gate_unit_bias", "gate_unit_norm")
+
+    def fit(self, pooled, labels, options):
+        x, y = token_rows(pooled, labels)
+        w, b = fit_logistic(x, y, options.gate_token_l2)
+        slope, bias = fit_logistic_per_unit(x, y, options.gate_unit_l2)
+        norm = torch.sigmoid(x[y == 1] * slope + bias).mean(0).clamp(min=1e-6)
+        return {"gate_w": w, "gate_b": b.reshape(1), "gate_unit_slope": slope, "gate_unit_bias": bias,
+                "gate_unit_norm": norm}
+
+    def value(self, activation, tensors):
+        token = gate_value(activation, tensors["gate_w"], tensors["gate_b"])
+        unit = torch.sigmoid(activation * tensors["gate_unit_slope"] + tensors["gate_unit_bias"])
+        return token[..., None] * (unit / tensors["gate_unit_norm"]).clamp(max=1.0)

@@ -28,7 +28,8 @@ BINS = [(0, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 256)]
 
 
 def gate_values(model, iv: Intervention, rows: list[list[int]]) -> list[np.ndarray]:
-    """[hooks, positions] gate values per row (BOS first), the unsteered model reading it."""
+    """[hooks, positions] gate values per row (BOS first), the unsteered model reading it (a per-unit gate's mean
+    over units)."""
     rule, start = iv.gate_rule, start_token_id(hf_tokenizer(model))
     out = []
     for row in rows:
@@ -36,7 +37,8 @@ def gate_values(model, iv: Intervention, rows: list[list[int]]) -> list[np.ndarr
 
         def record(name):
             def hook(activation, hook):
-                seen[name] = gate_at(activation, partial(rule.value, tensors=iv.tensors[name]))[0]
+                gate = gate_at(activation, partial(rule.value, tensors=iv.tensors[name]))[0]
+                seen[name] = gate.reshape(len(gate), -1).mean(-1)  # a per-unit gate: its mean over units
             return hook
 
         with torch.inference_mode():
