@@ -4,6 +4,7 @@ non-causal estimation (checked against collecting with the earlier maps attached
 import numpy as np
 import pytest
 import torch
+from toy_concept import toy_concept
 
 from aura_tl.data import ConceptData
 from aura_tl.intervention import Intervention
@@ -54,9 +55,7 @@ def test_hook_inside_and_outside_the_support():
 
 
 def concept(n: int = 16) -> ConceptData:
-    toxic = [f"you are a stupid idiot number {i}, shut up" for i in range(n)]
-    polite = [f"thank you for the lovely visit number {i}" for i in range(n)]
-    return ConceptData(toxic + polite, [1] * n + [0] * n, "test", "text_label")
+    return toy_concept(n)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 import torch
+from toy_concept import toy_concept
 
 from aura_tl import gating
 from aura_tl.cli import main as cli_main
@@ -25,9 +26,7 @@ HOOKS = ("blocks.0.hook_attn_out", "blocks.1.hook_attn_out")
 
 
 def concept(n: int = 12) -> ConceptData:
-    toxic = [f"you are a stupid idiot number {i}, shut up" for i in range(n)]
-    polite = [f"thank you for the lovely visit number {i}" for i in range(n)]
-    return ConceptData(toxic + polite, [1] * n + [0] * n, "test", "text_label")
+    return toy_concept(n)
 
 
 @dataclass

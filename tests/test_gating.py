@@ -5,6 +5,7 @@ method), causal fitting, files, and the `gate` option through `learn_interventio
 import numpy as np
 import pytest
 import torch
+from toy_concept import toy_concept
 
 from aura_tl.data import ConceptData
 from aura_tl.gating import fit_gate, gate_value, gated_hook
@@ -16,9 +17,7 @@ TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
 
 
 def concept(n: int = 16) -> ConceptData:
-    toxic = [f"you are a stupid idiot number {i}, shut up" for i in range(n)]
-    polite = [f"thank you for the lovely visit number {i}" for i in range(n)]
-    return ConceptData(toxic + polite, [1] * n + [0] * n, "test", "text_label")
+    return toy_concept(n)
 
 
 def test_fit_matches_sklearn_logistic_regression_on_the_projection():

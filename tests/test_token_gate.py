@@ -8,22 +8,26 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from toy_concept import toy_concept
 
 from aura_tl.data import ConceptData
 from aura_tl.gating import TOKEN_POSITIONS, fit_logistic, get_gate, token_rows
 from aura_tl.intervention import Intervention
 from aura_tl.learn import gates_from_responses, learn_intervention, with_neutral_text
 from aura_tl.models import hf_tokenizer
-from aura_tl.neutral_text import WIKITEXT_NEUTRAL_DOCS, neutral_texts, own_samples, wikitext_neutral
+from aura_tl.neutral_text import (
+    WIKITEXT_NEUTRAL_DOCS,
+    neutral_texts,
+    own_samples,
+    wikitext_neutral,
+)
 from aura_tl.responses import collect_responses, content_spans, pool, pool_spans, spread
 
 HOOKS = ("blocks.0.hook_attn_out", "blocks.1.hook_attn_out")
 
 
 def concept(n: int = 10) -> ConceptData:
-    toxic = [f"you are a stupid idiot number {i}, shut up" for i in range(n)]
-    polite = [f"thank you for the lovely visit number {i}" for i in range(n)]
-    return ConceptData(toxic + polite, [1] * n + [0] * n, "test", "text_label")
+    return toy_concept(n)
 
 
 def test_positions_pooling_picks_spread_positions_by_hand():

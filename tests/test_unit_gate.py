@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from toy_concept import toy_concept
 
 from aura_tl.data import ConceptData
-from aura_tl.gating import TOKEN_POSITIONS, fit_logistic, fit_logistic_per_unit, gated_hook, get_gate, token_rows
+from aura_tl.gating import (
+    TOKEN_POSITIONS,
+    fit_logistic,
+    fit_logistic_per_unit,
+    gated_hook,
+    get_gate,
+    token_rows,
+)
 from aura_tl.intervention import Intervention
 from aura_tl.learn import learn_intervention
 
@@ -20,9 +28,7 @@ TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
 
 
 def concept(n: int = 10) -> ConceptData:
-    toxic = [f"you are a stupid idiot number {i}, shut up" for i in range(n)]
-    polite = [f"thank you for the lovely visit number {i}" for i in range(n)]
-    return ConceptData(toxic + polite, [1] * n + [0] * n, "test", "text_label")
+    return toy_concept(n)
 
 
 def test_per_unit_fits_are_sklearns():
