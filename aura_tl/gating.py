@@ -219,14 +219,20 @@ TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last i
 COUNTED_SOURCE = re.compile(r"(own|wikitext):(\d+)")  # neutral text sources with a count (aura_tl.neutral_text)
 
 
+def balanced_weights(y: Tensor) -> Tensor:
+    """Weights per row (labels 1 = toxic, any shape) giving each class half of the total, so that the many neutral
+    rows do not outvote the toxic ones; a ValueError unless both classes are there."""
+    if not ((y == 0).any() and (y == 1).any()):
+        raise ValueError("a gate needs toxic and non-toxic rows")
+    return torch.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+
+
 def fit_logistic(x: Float[Tensor, "n d"], y: Tensor, l2: float, max_iter: int = 200) -> tuple[Tensor, Tensor]:
     """w, b of an L2-regularised logistic regression with both classes weighted equally, fitted (L-BFGS, float64)
     on standardised features and returned for raw ones: sigmoid(x . w + b)."""
-    if not ((y == 0).any() and (y == 1).any()):
-        raise ValueError("a gate needs toxic and non-toxic rows")
     with torch.inference_mode(False), torch.enable_grad():  # causal fitting runs under inference mode
         x, y = x.clone().double(), y.clone().double()
-        weights = torch.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+        weights = balanced_weights(y)
         center, scale = x.mean(0), x.std(0).clamp(min=1e-6)
         z = (x - center) / scale
         w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
@@ -307,10 +313,8 @@ def fit_logistic_per_unit(x: Float[Tensor, "n d"], y: Tensor, l2: float, steps: 
                           ) -> tuple[Float[Tensor, " d"], Float[Tensor, " d"]]:
     """slope s, bias c per unit of d independent 1-D logistic regressions sigmoid(s_j x_j + c_j), both classes
     weighted equally, L2 on the slope of the standardised unit; Newton steps on all units at once (float64)."""
-    if not ((y == 0).any() and (y == 1).any()):
-        raise ValueError("a gate needs toxic and non-toxic rows")
     x, y = x.double(), y.double()[:, None]
-    weights = torch.where(y == 1, 0.5 / (y == 1).sum(), 0.5 / (y == 0).sum())
+    weights = balanced_weights(y)
     center, scale = x.mean(0), x.std(0).clamp(min=1e-6)
     z = (x - center) / scale
     slope, bias = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)

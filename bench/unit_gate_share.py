@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from aura_tl.data import rtp_records
-from aura_tl.gating import gate_value
+from aura_tl.gating import get_gate
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.models import hf_tokenizer, load_model
 from aura_tl.retention import task_texts
@@ -23,7 +23,7 @@ from aura_tl.splits import prompt_is_toxic, prompt_text
 def kept_share(model, iv: Intervention, texts: list[str], layers: list[str], max_tokens: int = 256
                ) -> dict[str, tuple[float, float]]:
     """hook -> (mean token gate, share of the token-gated edit's norm the per-unit factor keeps) over `texts`."""
-    rule, tokenizer = iv.gate_rule, hf_tokenizer(model)
+    rule, token_rule, tokenizer = iv.gate_rule, get_gate("token"), hf_tokenizer(model)
     edits = {h: hook_function(iv.spec, None, iv.tensors[h], 1.0, iv.metadata) for h in layers}
     sums = {h: torch.zeros(3, dtype=torch.float64) for h in layers}
     for text in texts:
@@ -34,7 +34,7 @@ def kept_share(model, iv: Intervention, texts: list[str], layers: list[str], max
             a, t = cache[h], iv.tensors[h]
             delta = (edits[h](a.clone(), None) - a).flatten(2)[0]
             flat = a.flatten(2)[0]
-            token = gate_value(flat, t["gate_w"], t["gate_b"])[:, None]
+            token = token_rule.value(flat, t)[:, None]  # the unit rule's token factor: the token rule's gate
             both = rule.value(flat, t)
             sums[h] += torch.tensor([(token * delta).pow(2).sum().item(), (both * delta).pow(2).sum().item(),
                                      token.mean().item() / len(texts)], dtype=torch.float64)
