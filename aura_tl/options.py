@@ -163,15 +163,25 @@ def coerce_options(options_class: type, method: str, values: Mapping[str, Any]):
     return options
 
 
+class _Unset:
+    """A flag the command line did not give (its option keeps the method's default); `none` given is None."""
+
+    def __repr__(self) -> str:
+        return "unset"
+
+
+UNSET = _Unset()
+
+
 def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec], aliases: bool = True) -> None:
-    """One flag per option (default None = the method's own default, shown in the help); `aliases=False` leaves
+    """One flag per option (default `UNSET` = the method's own default, shown in the help); `aliases=False` leaves
     out the extra spellings where the parser already uses them for something else."""
     group = parser.add_argument_group("method options (each method reads its own; see `aura-tl methods`)")
     for spec in specs:
         methods = ", ".join(spec.defaults) if len(spec.defaults) < 3 else None
         text = f"{spec.help} ({spec.describe_defaults()}" + (f"; {methods} only)" if methods else ")")
         kind = spec.parse or {bool: parse_bool_flag, float: parse_float_flag}.get(spec.type, spec.type)
-        group.add_argument(spec.flag, *(spec.aliases if aliases else ()), dest=spec.name, type=kind, default=None,
+        group.add_argument(spec.flag, *(spec.aliases if aliases else ()), dest=spec.name, type=kind, default=UNSET,
                            help=text.replace("%", "%%"),
                            choices=spec.choices, metavar=spec.type.__name__.upper() if not spec.choices else None)
 
@@ -189,8 +199,10 @@ def parse_float_flag(text: str) -> float:
 
 
 def given_values(namespace: argparse.Namespace, specs: Iterable[OptionSpec]) -> dict[str, Any]:
-    """The options a user actually set on the command line."""
-    return {s.name: getattr(namespace, s.name) for s in specs if getattr(namespace, s.name, None) is not None}
+    """The options a user actually set on the command line; one given as `none` stays the string 'none' (a bare
+    None means "keep the default" to `coerce_options`), so `--max-ppl-increase none` turns calibration off."""
+    given = {s.name: getattr(namespace, s.name) for s in specs if getattr(namespace, s.name, UNSET) is not UNSET}
+    return {name: "none" if value is None else value for name, value in given.items()}
 
 
 def as_dict(options) -> dict[str, Any]:

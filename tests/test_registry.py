@@ -32,6 +32,10 @@ def test_cli_flags_cover_every_option_with_the_declared_defaults():
             assert specs[field.name].defaults[name] == field.default
     args = parser.parse_args(["--num-experts", "7", "--pairs", "p.tsv", "--causal", "false"])
     assert given_values(args, specs.values()) == {"num_experts": 7, "destein_pairs": "p.tsv", "causal": False}
+    # `none` turns off an option whose default is set (linact calibrates by default): given, as None
+    args = parser.parse_args(["--max-ppl-increase", "none"])
+    assert given_values(args, specs.values()) == {"max_ppl_increase": "none"}
+    assert get_method("linact").options(**given_values(args, specs.values())).max_ppl_increase is None
 
 
 def test_options_parse_strings_and_refuse_unknown_names():
