@@ -92,6 +92,9 @@ def gates_from_responses(intervention: Intervention, responses: Responses, rule:
     """`intervention` with a gate per hook fitted by `rule` on pooled responses you already hold (non-causal: they
     were recorded without the earlier hooks' gated edits; at the first hook this equals `learn_gates`)."""
     rule, options = _rule_and_options(rule, options)
+    if type(rule).refine is not GateRule.refine:
+        log.warning("gate rule '%s' is refined by running the model, which pooled responses cannot: its gates stay "
+                    "as fitted (use learn_gates with the model)", rule.name)
     started = time.perf_counter()
     labels = torch.as_tensor(responses.labels)
     tensors, accuracy = {}, {}
@@ -129,9 +132,10 @@ def learn_gates(model, intervention: Intervention, data: ConceptData, rule: str 
                              batch_size=batch_size, progress=progress)
     tensors = {hook: {k: v.clone() for k, v in named.items()}  # plain tensors, not inference-mode ones
                for hook, named in tensors.items()}
-    return _with_gates(intervention, tensors, rule, options, pooling=rule.pooling,
-                       data={"source": data.source, "n": len(data)}, accuracy=accuracy, fitted_at_strength=strength,
-                       seconds=round(time.perf_counter() - started, 3))
+    fitted = _with_gates(intervention, tensors, rule, options, pooling=rule.pooling,
+                         data={"source": data.source, "n": len(data)}, accuracy=accuracy, fitted_at_strength=strength,
+                         seconds=round(time.perf_counter() - started, 3))
+    return rule.refine(model, fitted, data, options, progress=progress)
 
 
 def with_neutral_text(model, data: ConceptData, sources: str, *, progress: bool = True) -> ConceptData:

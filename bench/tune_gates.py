@@ -1,0 +1,47 @@
+"""Tune the gates of a token-gated intervention file through the model (the `tuned` rule's refine step alone), so
+several tunings share one fitted file: the same concept data and neutral text `learn_gates` reads, and the same
+result as `aura-tl learn --gate tuned ...` with those options.
+
+    python bench/tune_gates.py tok.safetensors tuned.safetensors --options "gate_tune_keep=10;gate_tune_steps=100"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from aura_tl.data import load_concept_data
+from aura_tl.gating import get_gate
+from aura_tl.intervention import Intervention
+from aura_tl.learn import with_neutral_text
+from aura_tl.models import load_model
+from aura_tl.options import as_dict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fitted", help="an intervention file gated by the token rule")
+    parser.add_argument("output")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--options", default="", help="the tuned rule's options, k=v;k=v")
+    args = parser.parse_args()
+    fitted = Intervention.load(args.fitted)
+    if fitted.gate_rule is None or fitted.gate_rule.name != "token":
+        raise SystemExit(f"{args.fitted}: give a file gated by the token rule (its gate is the starting point)")
+    rule = get_gate("tuned")
+    options = rule.options(**dict(item.split("=", 1) for item in args.options.split(";") if item))
+    learned = fitted.metadata.get("options", {})
+    model = load_model(args.model, device="cpu")
+    data = load_concept_data(learned.get("data", "rtp-learn"), max_per_class=learned.get("max_per_class", 1000),
+                             seed=learned.get("seed", 0))
+    data = with_neutral_text(model, data, options.gate_neutral)
+    gate = {**fitted.metadata["gate"], "rule": rule.name, "options": as_dict(options)}
+    start = Intervention(fitted.method, fitted.tensors, fitted.shape, {**fitted.metadata, "gate": gate},
+                         fitted.strength)
+    tuned = rule.refine(model, start, data, options)
+    print(json.dumps(tuned.metadata["gate"]["tuned"]))
+    tuned.save(args.output)
+
+
+if __name__ == "__main__":
+    main()
