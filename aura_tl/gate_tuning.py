@@ -25,7 +25,7 @@ from tqdm.auto import trange
 
 from aura_tl.backends import hooks_applied
 from aura_tl.gating import gate_value, gated_hook
-from aura_tl.methods.lineas import frozen
+from aura_tl.methods.lineas import ShuffledPasses, frozen
 from aura_tl.models import hf_tokenizer, start_token_id
 
 log = logging.getLogger(__name__)
@@ -117,16 +117,10 @@ class _Texts:
     """Token rows handed out in seeded shuffled passes."""
 
     def __init__(self, rows: list[list[int]], seed: int):
-        self.rows, self.generator = rows, torch.Generator().manual_seed(seed)
-        self.order, self.cursor = torch.randperm(len(rows), generator=self.generator), 0
+        self.rows, self.passes = rows, ShuffledPasses(len(rows), seed)
 
     def take(self, k: int) -> list[list[int]]:
-        k = min(k, len(self.rows))
-        if self.cursor + k > len(self.rows):
-            self.order, self.cursor = torch.randperm(len(self.rows), generator=self.generator), 0
-        picked = self.order[self.cursor:self.cursor + k].tolist()
-        self.cursor += k
-        return [self.rows[i] for i in picked]
+        return [self.rows[i] for i in self.passes.take(k)]
 
 
 def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]], toxic: list[str],

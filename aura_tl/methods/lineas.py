@@ -136,21 +136,33 @@ class _Maps(torch.nn.Module):
         return out
 
 
+class ShuffledPasses:
+    """Indices 0..n-1 handed out in seeded shuffled passes: `take(k)` gives the next k, reshuffling when a pass
+    runs out (at most n at once)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+        self.order, self.cursor = torch.randperm(n, generator=self.generator), 0
+
+    def take(self, k: int) -> list[int]:
+        k = min(k, self.n)
+        if self.cursor + k > self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        picked = self.order[self.cursor:self.cursor + k].tolist()
+        self.cursor += k
+        return picked
+
+
 class _Rows:
     """Tokenised sentences handed out in seeded shuffled passes: `take(k)` gives the next k (token ids, content
-    flags), reshuffling when a pass runs out."""
+    flags)."""
 
     def __init__(self, model, texts: list[str], seed: int):
         self.ids, self.content, _ = tokenize(model, texts)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order, self.cursor = torch.randperm(len(texts), generator=self.generator), 0
+        self.passes = ShuffledPasses(len(texts), seed)
 
     def take(self, k: int) -> tuple[list[list[int]], list[list[bool]]]:
-        k = min(k, len(self.ids))
-        if self.cursor + k > len(self.ids):
-            self.order, self.cursor = torch.randperm(len(self.ids), generator=self.generator), 0
-        rows = self.order[self.cursor:self.cursor + k].tolist()
-        self.cursor += k
+        rows = self.passes.take(k)
         return [self.ids[r] for r in rows], [self.content[r] for r in rows]
 
 
