@@ -24,9 +24,11 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from aura_tl.backends import hooks_applied
-from aura_tl.gating import gate_value, gated_hook
+from aura_tl.gating import TokenGate, TokenGateOptions, gate_value, gated_hook, register_gate
+from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
 from aura_tl.models import hf_tokenizer, start_token_id
+from aura_tl.options import option
 
 log = logging.getLogger(__name__)
 TUNED_TENSORS = ("gate_w", "gate_b")  # the form tuned: g(a) = sigmoid(w . a + b) per position
@@ -176,8 +178,6 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
     """`intervention` (gated by a sigmoid(w . a + b) rule, fitted) with every hook's gate tuned through `model` on
     `data` (label 1 = toxic, 0 = non-toxic and neutral text) by the `tuned` rule's `options`; the run's record goes
     into metadata `gate.tuned`."""
-    from aura_tl.intervention import Intervention, hook_function  # the intervention module imports gating
-
     strength = float(options.gate_tune_strength or intervention.strength)
     spec = intervention.spec
     edits = {hook: hook_function(spec, None, named, strength, intervention.metadata, model.cfg.device,
@@ -195,3 +195,43 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
     named = {hook: {**values, **tensors.get(hook, {})} for hook, values in intervention.tensors.items()}
     metadata = {**intervention.metadata, "gate": {**intervention.metadata["gate"], "tuned": record}}
     return Intervention(intervention.method, named, intervention.shape, metadata, intervention.strength)
+
+
+# --- the rule -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TunedGateOptions(TokenGateOptions):
+    gate_tune_steps: int = option(150, "optimisation steps of the tuned gate (gate=tuned)")
+    gate_tune_lr: float = option(0.01, "Adam's first learning rate for the tuned gate (w in units of each unit's "
+                                       "spread, and b)")
+    gate_tune_keep: float = option(1.0, "weight of neutral text staying as the unsteered model says it, against "
+                                        "toxic text moving as the ungated edit moves it (gate=tuned)")
+    gate_tune_strength: float | None = option(None, "lambda of the edit the tuned gate learns to open and close "
+                                                    "(default: the intervention's learned strength)")
+    gate_tune_batch: int = option(8, "toxic and neutral texts per tuning step, each (gate=tuned)")
+    gate_tune_tokens: int = option(48, "tokens read per text while tuning (gate=tuned)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("gate_tune_steps", "gate_tune_batch", "gate_tune_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.gate_tune_lr > 0:
+            raise ValueError(f"gate_tune_lr must be > 0, got {self.gate_tune_lr}")
+        if not self.gate_tune_keep >= 0:
+            raise ValueError(f"gate_tune_keep must be >= 0, got {self.gate_tune_keep}")
+        if self.gate_tune_strength is not None and not self.gate_tune_strength > 0:
+            raise ValueError(f"gate_tune_strength must be > 0, got {self.gate_tune_strength}")
+
+
+@register_gate
+class TunedGate(TokenGate):
+    """The token gate's form and fit, then tuned through the model (`aura_tl.gate_tuning`)."""
+
+    name = "tuned"
+    summary = ("the token gate, then tuned through the frozen model: the gated edit matches the ungated one on toxic "
+               "text and the unsteered model on neutral text")
+    Options = TunedGateOptions
+
+    def refine(self, model, intervention, data, options, *, progress: bool = True):
+        return tuned_intervention(model, intervention, data, options, progress=progress)

@@ -22,9 +22,9 @@ model's own samples, WikiText; `aura_tl.neutral_text`), by an L2 logistic regres
 The probe, fitted on pooled sentences of one corpus, opens on any text unlike both of its classes (on SmolLM2 as
 much on a PIQA answer as on a toxic prompt: docs/results/token-gate.md).
 
-The built-in rule `tuned`: the token gate, then every hook's w and b tuned together through the frozen model so
-that the gated edit says what the ungated one says on toxic text and what the unsteered model says on neutral text
-(in the spirit of DSAS, arXiv 2512.03661; `aura_tl.gate_tuning`).
+The rule `tuned` (`aura_tl.gate_tuning`, registered through the package's own `aura_tl.gates` entry point, as it
+runs the model): the token gate, then every hook's w and b tuned together through the frozen model so that the
+gated edit says what the ungated one says on toxic text and what the unsteered model says on neutral text.
 
 The built-in rule `unit`: the token gate times a factor per unit, so a position's edit can be open on the units
 whose own values look toxic and closed on the others (per-unit gating in the spirit of GAPS, arXiv 2609.01878; the
@@ -378,44 +378,3 @@ class UnitGate(TokenGate):
         unit = torch.sigmoid(activation * tensors["gate_unit_slope"] + tensors["gate_unit_bias"])
         return token[..., None] * (unit / tensors["gate_unit_norm"]).clamp(max=1.0)
 
-
-# --- gates tuned through the model -----------------------------------------------------------------------------------
-
-@dataclass
-class TunedGateOptions(TokenGateOptions):
-    gate_tune_steps: int = option(150, "optimisation steps of the tuned gate (gate=tuned)")
-    gate_tune_lr: float = option(0.01, "Adam's first learning rate for the tuned gate (w in units of each unit's "
-                                       "spread, and b)")
-    gate_tune_keep: float = option(1.0, "weight of neutral text staying as the unsteered model says it, against "
-                                        "toxic text moving as the ungated edit moves it (gate=tuned)")
-    gate_tune_strength: float | None = option(None, "lambda of the edit the tuned gate learns to open and close "
-                                                    "(default: the intervention's learned strength)")
-    gate_tune_batch: int = option(8, "toxic and neutral texts per tuning step, each (gate=tuned)")
-    gate_tune_tokens: int = option(48, "tokens read per text while tuning (gate=tuned)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("gate_tune_steps", "gate_tune_batch", "gate_tune_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.gate_tune_lr > 0:
-            raise ValueError(f"gate_tune_lr must be > 0, got {self.gate_tune_lr}")
-        if not self.gate_tune_keep >= 0:
-            raise ValueError(f"gate_tune_keep must be >= 0, got {self.gate_tune_keep}")
-        if self.gate_tune_strength is not None and not self.gate_tune_strength > 0:
-            raise ValueError(f"gate_tune_strength must be > 0, got {self.gate_tune_strength}")
-
-
-@register_gate
-class TunedGate(TokenGate):
-    """The token gate's form and fit, then tuned through the model (`aura_tl.gate_tuning`)."""
-
-    name = "tuned"
-    summary = ("the token gate, then tuned through the frozen model: the gated edit matches the ungated one on toxic "
-               "text and the unsteered model on neutral text")
-    Options = TunedGateOptions
-
-    def refine(self, model, intervention, data, options, *, progress: bool = True):
-        from aura_tl.gate_tuning import tuned_intervention  # runs the model: imported where it is needed
-
-        return tuned_intervention(model, intervention, data, options, progress=progress)
