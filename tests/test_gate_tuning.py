@@ -10,6 +10,7 @@ import pytest
 import torch
 from toy_concept import toy_concept
 
+from aura_tl.backends import hooks_applied
 from aura_tl.gate_tuning import (
     Tuning,
     later_half,
@@ -55,10 +56,10 @@ def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
     hooks = [(n, partial(gated_hook, inner=edits[n], value=partial(get_gate("token").value, tensors=gates[n])))
              for n in edits]
     with torch.no_grad():
-        with model.hooks(fwd_hooks=list(edits.items())):
+        with hooks_applied(model, list(edits.items())):
             steered = model(tokens[:k]).log_softmax(-1)
         unsteered = model(tokens[k:]).log_softmax(-1)
-        with model.hooks(fwd_hooks=hooks):
+        with hooks_applied(model, hooks):
             gated = model(tokens).log_softmax(-1)
     toxic_part = float(mean_kl(steered, gated[:k], later_half(mask[:k])))
     neutral_part = float(mean_kl(unsteered, gated[k:], mask[k:]))
