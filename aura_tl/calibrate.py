@@ -117,11 +117,13 @@ def paragraph_perplexity(model, texts: list[str], unit: str = "token", batch_siz
     return _perplexity_from_bos(model, short_rows(model, texts), unit, batch_size)
 
 
-def short_rows(model, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
-    """Each text's tokens cut to fit after BOS in a short row (PARAGRAPH_TOKENS), empty ones dropped; the first
-    texts up to about `max_tokens` in all (None: every text)."""
+def short_rows(model, texts: list[str], max_tokens: int | None = None, row_tokens: int | None = None
+               ) -> list[list[int]]:
+    """Each text's tokens cut to fit after BOS in a short row (PARAGRAPH_TOKENS, or `row_tokens` when fewer),
+    empty ones dropped; the first texts up to about `max_tokens` in all (None: every text)."""
     tokenizer = hf_tokenizer(model)
     length = min(PARAGRAPH_TOKENS, model.cfg.n_ctx) - 1
+    length = length if row_tokens is None else min(length, row_tokens)
     rows, total = [], 0
     for text in texts:
         if max_tokens is not None and total >= max_tokens:

@@ -19,16 +19,19 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import trange
 
-from aura_tl.backends import hooks_applied
+from aura_tl.backends import backend_of, hooks_applied
+from aura_tl.calibrate import short_rows
 from aura_tl.gating import TokenGate, TokenGateOptions, gate_value, gated_hook, register_gate
+from aura_tl.hooks import last_block
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
-from aura_tl.models import hf_tokenizer, start_token_id
+from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
 from aura_tl.options import option
+from aura_tl.responses import Batch, make_batch
 
 log = logging.getLogger(__name__)
 TUNED_TENSORS = ("gate_w", "gate_b")  # the form tuned: g(a) = sigmoid(w . a + b) per position
@@ -48,19 +51,14 @@ class Tuning:
 
 
 def rows_from_bos(model, texts: list[str], max_tokens: int) -> list[list[int]]:
-    """Each text as BOS + its first `max_tokens` tokens (empty texts dropped)."""
-    tokenizer = hf_tokenizer(model)
-    bos = start_token_id(tokenizer)
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in texts]
-    return [[bos, *r] for r in rows if r]
+    """Each text as BOS + its first `max_tokens` tokens (empty texts dropped), as calibration reads short texts."""
+    bos = start_token_id(hf_tokenizer(model))
+    return [[bos, *row] for row in short_rows(model, texts, row_tokens=max_tokens)]
 
 
-def padded(rows: list[list[int]], pad: int, device) -> tuple[Int[Tensor, "b p"], Float[Tensor, "b p"]]:
-    """Right-padded token ids and a 0/1 mask of real positions (causal: no real position sees the padding)."""
-    width = max(len(r) for r in rows)
-    tokens = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-    mask = torch.tensor([[1.0] * len(r) + [0.0] * (width - len(r)) for r in rows], device=device)
-    return tokens, mask
+def padded(rows: list[list[int]], pad: int, device) -> Batch:
+    """Rows (BOS first) right-padded as every training pass pads them (`make_batch`: explicit attention mask)."""
+    return make_batch(rows, [[True] * len(row) for row in rows], pad, device)
 
 
 def later_half(mask: Float[Tensor, "b p"]) -> Float[Tensor, "b p"]:
@@ -75,18 +73,19 @@ def mean_kl(teacher: Float[Tensor, "b p v"], student: Float[Tensor, "b p v"], we
     return (kl * weights).sum() / weights.sum().clamp(min=1)
 
 
-def spreads_at(model, names: list[str], tokens: Tensor) -> dict[str, Tensor]:
-    """Each hook's per-unit standard deviation (heads flattened) over the positions of one unsteered batch."""
+def spreads_at(model, names: list[str], batch: Batch) -> dict[str, Tensor]:
+    """Each hook's per-unit standard deviation (heads flattened) over the real positions of one unsteered batch."""
     found: dict[str, Tensor] = {}
+    real = batch.attention_mask.bool()
 
     def record(name):
         def hook(activation, hook):
             flat = activation.flatten(-2) if activation.ndim == 4 else activation
-            found[name] = flat.reshape(-1, flat.shape[-1]).float().std(0).clamp(min=1e-6)
+            found[name] = flat[real].float().std(0).clamp(min=1e-6)
         return hook
 
     with torch.no_grad(), hooks_applied(model, [(n, record(n)) for n in names]):
-        model(tokens)
+        backend_of(model).run_through(model, batch.tokens, batch.attention_mask, last_block(names))
     return found
 
 
@@ -131,13 +130,13 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
     `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds)."""
     started = time.perf_counter()
     device = model.cfg.device
-    pad = start_token_id(hf_tokenizer(model))
+    pad = pad_token_id(hf_tokenizer(model))
     toxic_rows = _Texts(rows_from_bos(model, toxic, tuning.max_tokens), tuning.seed)
     neutral_rows = _Texts(rows_from_bos(model, neutral, tuning.max_tokens), tuning.seed + 1)
     if not toxic_rows.rows or not neutral_rows.rows:
         raise ValueError("tuning gates needs toxic and neutral texts")
     names = list(fitted)
-    first, _ = padded(toxic_rows.rows[:tuning.batch] + neutral_rows.rows[:tuning.batch], pad, device)
+    first = padded(toxic_rows.rows[:tuning.batch] + neutral_rows.rows[:tuning.batch], pad, device)
     gates = _Gates(fitted, spreads_at(model, names, first)).to(device)
     full = [(n, edits[n]) for n in names]
     student = [(n, partial(gated_hook, inner=edits[n], value=partial(gates.value, i))) for i, n in enumerate(names)]
@@ -148,14 +147,15 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
         bar = trange(tuning.steps, desc="tuning gates", disable=not progress)
         for _ in bar:
             tox, neu = toxic_rows.take(tuning.batch), neutral_rows.take(tuning.batch)
-            tokens, mask = padded(tox + neu, pad, device)
+            batch = padded(tox + neu, pad, device)
+            tokens, attention, mask = batch.tokens, batch.attention_mask, batch.attention_mask.float()
             k = len(tox)
             with torch.no_grad():
                 with hooks_applied(model, full):
-                    steered = model(tokens[:k]).float().log_softmax(-1)
-                unsteered = model(tokens[k:]).float().log_softmax(-1)
+                    steered = model(tokens[:k], attention_mask=attention[:k]).float().log_softmax(-1)
+                unsteered = model(tokens[k:], attention_mask=attention[k:]).float().log_softmax(-1)
             with torch.enable_grad(), hooks_applied(model, student):
-                gated_logp = model(tokens).float().log_softmax(-1)
+                gated_logp = model(tokens, attention_mask=attention).float().log_softmax(-1)
                 toxic_loss = mean_kl(steered, gated_logp[:k], later_half(mask[:k]))
                 neutral_loss = mean_kl(unsteered, gated_logp[k:], mask[k:])
                 loss = toxic_loss + tuning.keep * neutral_loss

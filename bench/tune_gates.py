@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from aura_tl.data import load_concept_data
 from aura_tl.gating import get_gate
 from aura_tl.intervention import Intervention
-from aura_tl.learn import with_neutral_text
+from aura_tl.learn import concept_data_for, with_neutral_text
+from aura_tl.methods import ConceptOptions
 from aura_tl.models import load_model
 from aura_tl.options import as_dict
 
@@ -32,9 +32,8 @@ def main() -> None:
     options = rule.options(**dict(item.split("=", 1) for item in args.options.split(";") if item))
     learned = fitted.metadata.get("options", {})
     model = load_model(args.model, device="cpu")
-    data = load_concept_data(learned.get("data", "rtp-learn"), max_per_class=learned.get("max_per_class", 1000),
-                             seed=learned.get("seed", 0))
-    data = with_neutral_text(model, data, options.gate_neutral)
+    concept = ConceptOptions(**{k: learned[k] for k in ("data", "max_per_class", "seed") if k in learned})
+    data = with_neutral_text(model, concept_data_for(concept), rule.neutral_sources(options))  # as learn_gates
     gate = {**fitted.metadata["gate"], "rule": rule.name, "options": as_dict(options)}
     start = Intervention(fitted.method, fitted.tensors, fitted.shape, {**fitted.metadata, "gate": gate},
                          fitted.strength)

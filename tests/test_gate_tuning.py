@@ -38,7 +38,8 @@ def test_mean_kl_is_torchs_kl_div_over_the_weighted_positions():
 
 def test_rows_padding_and_later_half_by_hand(tiny):
     rows = [[9, 1, 2, 3, 4], [9, 5, 6]]
-    tokens, mask = padded(rows, 0, "cpu")
+    batch = padded(rows, 0, "cpu")
+    tokens, mask = batch.tokens, batch.attention_mask.float()
     assert tokens.tolist() == [[9, 1, 2, 3, 4], [9, 5, 6, 0, 0]]
     assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
     # a row of 5 keeps positions 2-4, a row of 3 keeps 1-2
@@ -51,16 +52,17 @@ def test_rows_padding_and_later_half_by_hand(tiny):
 def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
     """The tuning loss with `gates` on every text at once (what `tune_gates` reads a batch at a time)."""
     tox, neu = rows_from_bos(model, toxic, 16), rows_from_bos(model, neutral, 16)
-    tokens, mask = padded(tox + neu, start_token_id(hf_tokenizer(model)), "cpu")
+    batch = padded(tox + neu, start_token_id(hf_tokenizer(model)), "cpu")
+    tokens, attention, mask = batch.tokens, batch.attention_mask, batch.attention_mask.float()
     k = len(tox)
     hooks = [(n, partial(gated_hook, inner=edits[n], value=partial(get_gate("token").value, tensors=gates[n])))
              for n in edits]
     with torch.no_grad():
         with hooks_applied(model, list(edits.items())):
-            steered = model(tokens[:k]).log_softmax(-1)
-        unsteered = model(tokens[k:]).log_softmax(-1)
+            steered = model(tokens[:k], attention_mask=attention[:k]).log_softmax(-1)
+        unsteered = model(tokens[k:], attention_mask=attention[k:]).log_softmax(-1)
         with hooks_applied(model, hooks):
-            gated = model(tokens).log_softmax(-1)
+            gated = model(tokens, attention_mask=attention).log_softmax(-1)
     toxic_part = float(mean_kl(steered, gated[:k], later_half(mask[:k])))
     neutral_part = float(mean_kl(unsteered, gated[k:], mask[k:]))
     return toxic_part + keep * neutral_part, toxic_part, neutral_part
