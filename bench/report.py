@@ -73,6 +73,12 @@ def learn_options(args, method: str, own: dict[str, str]) -> dict[str, str]:
     return {**merged, **own}
 
 
+def recorded_seconds(path: Path) -> float:
+    """How long learning `path` took, as `learn` recorded it; 0 (shown as "-") for a file placed by hand."""
+    timing = path.with_suffix(".seconds")
+    return float(timing.read_text()) if timing.is_file() else 0.0
+
+
 def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
     """Learn each `--learn` spec once (skipped when its file exists); name -> (file, seconds, method)."""
     import hashlib
@@ -81,7 +87,6 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
     for name, method, own in args.learn:
         options = learn_options(args, method, own)
         path = out / "interventions" / f"{name}.safetensors"
-        timing = path.with_suffix(".seconds")
         if "responses" in get_method(method).option_names() and "responses" not in options:
             key = json.dumps({k: options.get(k) for k in ("data", "max_per_class", "seed", "hooks", "pooling")})
             options["responses"] = str(out / "interventions" / f"responses-{hashlib.sha1(key.encode()).hexdigest()[:8]}.safetensors")
@@ -90,8 +95,8 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
             flags = [x for k, v in options.items() for x in (option_specs()[k].flag, v)]
             seconds = sh([sys.executable, "-m", "aura_tl.cli", "learn", "--model", args.model, "--device",
                           args.device, "--method", method, *flags, "-o", str(path)], log=path.with_suffix(".log"))
-            timing.write_text(f"{seconds:.1f}")
-        learned[name] = (path, float(timing.read_text()), method)
+            path.with_suffix(".seconds").write_text(f"{seconds:.1f}")
+        learned[name] = (path, recorded_seconds(path), method)
     return learned
 
 
@@ -275,10 +280,8 @@ def main() -> None:
     if args.learn_only:
         return
     if args.report_only:
-        learned = {n: (args.out / "interventions" / f"{n}.safetensors",
-                       float((args.out / "interventions" / f"{n}.seconds").read_text())
-                       if (args.out / "interventions" / f"{n}.seconds").is_file() else 0.0, m)
-                   for n, m, _ in args.learn}
+        learned = {n: (path, recorded_seconds(path), m) for n, m, _ in args.learn
+                   for path in [args.out / "interventions" / f"{n}.safetensors"]}
     rows = {}
     configs = configurations(args, learned)
     for name in args.order or list(configs):

@@ -132,6 +132,22 @@ def test_stacked_configuration_bakes_each_members_strength(report, tmp_path, tin
         report.configurations(SimpleNamespace(strengths=[1.0], preprompted=[], preprompt="x", stack=["s=a,zz"]), learned)
 
 
+def test_a_file_placed_by_hand_is_used_not_relearned(report, tmp_path, monkeypatch):
+    """An intervention copied into <out>/interventions without the `.seconds` learn writes is taken as it is (no
+    learn is run) and its learn time reads 0, shown as "-"; a recorded one reads back as written."""
+    from types import SimpleNamespace
+
+    (tmp_path / "interventions").mkdir()
+    (tmp_path / "interventions" / "copied.safetensors").write_bytes(b"")
+    (tmp_path / "interventions" / "timed.safetensors").write_bytes(b"")
+    (tmp_path / "interventions" / "timed.seconds").write_text("12.5")
+    monkeypatch.setattr(report, "sh", lambda *a, **k: pytest.fail("learn ran for a file that exists"))
+    args = SimpleNamespace(learn=[("copied", "linact", {}), ("timed", "linact", {})], model="m", device="cpu")
+    monkeypatch.setattr(report, "learn_options", lambda args, method, own: {})
+    learned = report.learn(args, tmp_path)
+    assert learned["copied"][1] == 0.0 and learned["timed"][1] == 12.5
+
+
 def test_continuation_fluency_and_relevance_by_hand_alone_or_padded(tiny):
     """bench/continuation_fluency.py, by hand from BOS: fluency = -mean log p of the continuation's tokens given
     the prompt; relevance (PMI) = the mean of log p(token | BOS, prompt, ...) - log p(token | BOS, continuation so
