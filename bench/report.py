@@ -108,6 +108,13 @@ def configurations(args, learned) -> dict[str, str]:
         for strength in args.strengths:
             label = name if strength == 1 else f"{name}@{strength:g}"
             configs[label] = f",intervention={path}" + ("" if strength == 1 else f",strength={strength:g}")
+    for label in getattr(args, "order", None) or []:  # NAME@x named in --order: lambda x, even 1 or one not listed
+        name, at, strength = label.partition("@")
+        if at and name in learned and label not in configs:
+            try:
+                configs[label] = f",intervention={learned[name][0]},strength={float(strength):g}"
+            except ValueError:
+                raise SystemExit(f"--order {label}: {strength!r} is not a lambda") from None
     for spec in args.stack:
         name, members = stack_members(spec)
         configs[name] = ",intervention=" + "+".join(str(stack_part(learned, m)) for m in members)
@@ -237,7 +244,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/report"))
     parser.add_argument("--learn", action="append", default=None, metavar="NAME=METHOD[:opt=val;...]",
                         help="what to learn (repeatable); default: every registered method with its defaults")
-    parser.add_argument("--strengths", nargs="+", type=float, default=[1.0], help="lambdas each NAME runs at")
+    parser.add_argument("--strengths", nargs="+", type=float, default=[1.0], help="lambdas each NAME runs at, as NAME@x; 1 means NAME as learned (its file's own lambda), "
+                             "labelled NAME; --order NAME@x runs any lambda x, 1 included")
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--rtp-task", default="rtp_toxicity_25", choices=RTP_TASKS)
     parser.add_argument("--rtp-split", default="eval", help="learn, calibrate or eval (aura_tl.splits)")

@@ -110,6 +110,23 @@ def test_preprompted_configurations_share_the_retention_runs(report, tmp_path):
     assert row == {"rtp_toxicity_25/toxicity_prob": 0.35, "wikitext_local/word_perplexity": 50.0}
 
 
+def test_order_names_any_lambda_of_a_learned_name(report, tmp_path):
+    """`--strengths 1 2` gives NAME (as learned) and NAME@2; `--order NAME@1` asks for lambda 1 itself (the file may
+    have been learned at 4), and a lambda that is not a number is refused."""
+    from types import SimpleNamespace
+
+    learned = {"tok": (tmp_path / "tok.safetensors", 0.0, "linact")}
+    args = SimpleNamespace(strengths=[1.0, 2.0], preprompted=[], preprompt="x", stack=[],
+                           order=["unsteered", "tok", "tok@1", "tok@2", "tok@0.5"])
+    configs = report.configurations(args, learned)
+    assert configs["tok"] == f",intervention={tmp_path / 'tok.safetensors'}"
+    assert configs["tok@1"] == f",intervention={tmp_path / 'tok.safetensors'},strength=1"
+    assert configs["tok@2"].endswith(",strength=2") and configs["tok@0.5"].endswith(",strength=0.5")
+    assert "zz@1" not in report.configurations(SimpleNamespace(**{**vars(args), "order": ["zz@1"]}), learned)
+    with pytest.raises(SystemExit, match="not a lambda"):
+        report.configurations(SimpleNamespace(**{**vars(args), "order": ["tok@x"]}), learned)
+
+
 def test_stacked_configuration_bakes_each_members_strength(report, tmp_path, tiny):
     """`--stack both=a,b@0.25`: model_args name both files joined by `+`, b's copy saved at strength 0.25."""
     from types import SimpleNamespace
