@@ -108,9 +108,11 @@ def configurations(args, learned) -> dict[str, str]:
         for strength in args.strengths:
             label = name if strength == 1 else f"{name}@{strength:g}"
             configs[label] = f",intervention={path}" + ("" if strength == 1 else f",strength={strength:g}")
-    for label in getattr(args, "order", None) or []:  # NAME@x named in --order: lambda x, even 1 or one not listed
+    for label in getattr(args, "order", None) or []:  # --order NAME (as learned) or NAME@x (lambda x), any x
         name, at, strength = label.partition("@")
-        if at and name in learned and label not in configs:
+        if not at and name in learned and name not in configs:
+            configs[name] = f",intervention={learned[name][0]}"
+        elif at and name in learned and label not in configs:
             try:
                 configs[label] = f",intervention={learned[name][0]},strength={float(strength):g}"
             except ValueError:

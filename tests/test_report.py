@@ -123,6 +123,8 @@ def test_order_names_any_lambda_of_a_learned_name(report, tmp_path):
     assert configs["tok@1"] == f",intervention={tmp_path / 'tok.safetensors'},strength=1"
     assert configs["tok@2"].endswith(",strength=2") and configs["tok@0.5"].endswith(",strength=0.5")
     assert "zz@1" not in report.configurations(SimpleNamespace(**{**vars(args), "order": ["zz@1"]}), learned)
+    only_two = report.configurations(SimpleNamespace(**{**vars(args), "strengths": [2.0], "order": ["tok"]}), learned)
+    assert only_two["tok"] == configs["tok"]
     with pytest.raises(SystemExit, match="not a lambda"):
         report.configurations(SimpleNamespace(**{**vars(args), "order": ["tok@x"]}), learned)
 
