@@ -263,7 +263,8 @@ def main() -> None:
                         help="the pre-prompt of the --preprompted configurations")
     parser.add_argument("--preprompted", nargs="*", default=[], metavar="CONFIG",
                         help="configurations (unsteered, NAME, NAME@x) to run again with --preprompt")
-    parser.add_argument("--order", nargs="*", default=None, help="configurations to run, in this order: unsteered, NAME (as learned), NAME@x (any lambda x)")
+    parser.add_argument("--order", nargs="*", default=None,
+                        help="configurations to run, in this order: unsteered, NAME (as learned), NAME@x (any lambda x)")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
     parser.add_argument("--learn-only", action="store_true",
                         help="learn what --learn names (into <out>/interventions), run and tabulate nothing")
