@@ -246,7 +246,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/report"))
     parser.add_argument("--learn", action="append", default=None, metavar="NAME=METHOD[:opt=val;...]",
                         help="what to learn (repeatable); default: every registered method with its defaults")
-    parser.add_argument("--strengths", nargs="+", type=float, default=[1.0], help="lambdas each NAME runs at, as NAME@x; 1 means NAME as learned (its file's own lambda), "
+    parser.add_argument("--strengths", nargs="+", type=float, default=[1.0],
+                        help="lambdas each NAME runs at, as NAME@x; 1 means NAME as learned (its file's own lambda), "
                              "labelled NAME; --order NAME@x runs any lambda x, 1 included")
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--rtp-task", default="rtp_toxicity_25", choices=RTP_TASKS)
