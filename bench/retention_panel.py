@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from jaxtyping import Float
+from tqdm.auto import tqdm
 
 from aura_tl import retention
 from aura_tl.backends import hooks_applied
@@ -81,29 +82,34 @@ def main() -> None:
     rows = panel_rows(model, args.docs, args.prompts, args.continuation_tokens, args.wikitext_tokens)
     tokenizer = hf_tokenizer(model)
     words = {name: np.array([max(len(tokenizer.decode(r).split()), 1) for r in rs], float) for name, rs in rows.items()}
-    base = {name: row_losses(model, rs) for name, rs in rows.items()}
+    base = {name: row_losses(model, rs) for name, rs in tqdm(rows.items(), desc="unsteered", unit="kind")}
     results = {"model": args.model, "texts": {n: len(r) for n, r in rows.items()},
                "unsteered": {n: float(np.exp(base[n].sum() / words[n].sum())) for n in rows}, "configurations": {}}
-    for spec in args.intervention:
+    print(f"{args.model}: word perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
+    print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in PANEL) + " | worst |")
+    print("|---|" + "---|" * (len(PANEL) + 1))
+    print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in PANEL) + " | - |", flush=True)
+    for spec in args.intervention:  # each row is printed (and the JSON rewritten) as soon as it is measured
         name, _, path = spec.partition("=")
         path, _, strength = path.partition("@")
         intervention = Intervention.load(path)
         hooks = (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
         for label, pairs in ((name, hooks), *([(f"{name}, BOS spared", sparing_bos(hooks))] if args.spare_bos else [])):
             with hooks_applied(model, pairs):
-                losses = {n: row_losses(model, rs) for n, rs in rows.items()}
-            results["configurations"][label] = {n: perplexity_ratio(words[n], base[n], losses[n]) for n in rows}
-    print(f"{args.model}: word perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
-    print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in PANEL) + " | worst |")
-    print("|---|" + "---|" * (len(PANEL) + 1))
-    print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in PANEL) + " | - |")
-    for name, ratios in results["configurations"].items():
-        cells = [f"{(r[0] - 1) * 100:+.1f} % ({(r[1] - 1) * 100:+.1f} to {(r[2] - 1) * 100:+.1f})"
-                 for r in (ratios[n] for n in PANEL)]
-        worst = max(PANEL, key=lambda n: ratios[n][0])
-        print(f"| {name} | " + " | ".join(cells) + f" | {worst} {(ratios[worst][0] - 1) * 100:+.1f} % |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+                losses = {n: row_losses(model, rs) for n, rs in tqdm(rows.items(), desc=label, unit="kind")}
+            ratios = {n: perplexity_ratio(words[n], base[n], losses[n]) for n in rows}
+            results["configurations"][label] = ratios
+            print(panel_line(label, ratios), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
+
+
+def panel_line(label: str, ratios: dict[str, tuple[float, float, float]]) -> str:
+    """One table row: each kind's change in % with its interval, and the worst kind."""
+    cells = [f"{(r[0] - 1) * 100:+.1f} % ({(r[1] - 1) * 100:+.1f} to {(r[2] - 1) * 100:+.1f})"
+             for r in (ratios[n] for n in PANEL)]
+    worst = max(PANEL, key=lambda n: ratios[n][0])
+    return f"| {label} | " + " | ".join(cells) + f" | {worst} {(ratios[worst][0] - 1) * 100:+.1f} % |"
 
 
 if __name__ == "__main__":
