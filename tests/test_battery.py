@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -298,12 +297,14 @@ def test_interrupted_learn_leaves_nothing(tiny_dir, tmp_path, signum):
         [sys.executable, "-m", "aura_tl.cli", "learn", "--model", str(tiny_dir), "--data", "embedded",
          "--method", "aura", "--learn-batch-size", "1", "--responses", str(responses), "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # "data: ..." is printed once the model is loaded and learning starts
-        if line.startswith("data:"):
-            break
-    time.sleep(1.0)
+    seen = ""  # the signal goes as soon as the responses bar appears: the tiny model learns in under a second
+    while "responses:" not in seen[-64:]:
+        char = process.stderr.read(1)
+        assert char, f"learn ended before collecting responses: {seen[-2000:]}"
+        seen += char
     process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
+    _, rest = process.communicate(timeout=120)
+    err = seen + rest
     assert process.returncode == 130, err[-2000:]
     assert "interrupted; no output file was written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
