@@ -103,18 +103,19 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
 def configurations(args, learned) -> dict[str, str]:
     """name -> extra model_args, in table order: unsteered, then each learned NAME at each strength, then the
     `--preprompted` ones again as `NAME+PREPROMPT` (the RTP prompts preceded by `--preprompt`)."""
+    def model_args(path: Path, strength: float | None) -> str:  # None: the file as learned
+        return f",intervention={path}" + ("" if strength is None else f",strength={strength:g}")
+
     configs = {"unsteered": ",method=none"}
     for name, (path, _, _) in learned.items():
         for strength in args.strengths:
-            label = name if strength == 1 else f"{name}@{strength:g}"
-            configs[label] = f",intervention={path}" + ("" if strength == 1 else f",strength={strength:g}")
+            as_learned = strength == 1
+            configs[name if as_learned else f"{name}@{strength:g}"] = model_args(path, None if as_learned else strength)
     for label in getattr(args, "order", None) or []:  # --order NAME (as learned) or NAME@x (lambda x), any x
         name, at, strength = label.partition("@")
-        if not at and name in learned and name not in configs:
-            configs[name] = f",intervention={learned[name][0]}"
-        elif at and name in learned and label not in configs:
+        if name in learned and label not in configs:
             try:
-                configs[label] = f",intervention={learned[name][0]},strength={float(strength):g}"
+                configs[label] = model_args(learned[name][0], float(strength) if at else None)
             except ValueError:
                 raise SystemExit(f"--order {label}: {strength!r} is not a lambda") from None
     for spec in args.stack:
