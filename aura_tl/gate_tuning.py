@@ -201,10 +201,12 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
 
 @dataclass
 class TunedGateOptions(TokenGateOptions):
-    gate_tune_steps: int = option(150, "optimisation steps of the tuned gate (gate=tuned)")
+    # keep 10, 100 steps (`tt10`): closed on neutral text (0.21 -> ~0.02 nats a token) and open on toxic text; keep 1,
+    # 150 steps opens it everywhere, 2-4x the token gate's cost (docs/results/tuned-gate.md, docs/results/defaults.md)
+    gate_tune_steps: int = option(100, "optimisation steps of the tuned gate (gate=tuned)")
     gate_tune_lr: float = option(0.01, "Adam's first learning rate for the tuned gate (w in units of each unit's "
                                        "spread, and b)")
-    gate_tune_keep: float = option(1.0, "weight of neutral text staying as the unsteered model says it, against "
+    gate_tune_keep: float = option(10.0, "weight of neutral text staying as the unsteered model says it, against "
                                         "toxic text moving as the ungated edit moves it (gate=tuned)")
     gate_tune_strength: float | None = option(None, "lambda of the edit the tuned gate learns to open and close "
                                                     "(default: the intervention's learned strength)")

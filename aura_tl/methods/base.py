@@ -37,7 +37,8 @@ class CommonOptions:
     seed: int = option(0, "seed for data sampling and any sampling while learning")
     learn_batch_size: int = option(32, "sentences per forward pass while learning", aliases=("--batch-size",))
     max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
-                                            "perplexity increase on the calibration text stays within this many %")
+                                            "perplexity increase stays within this many % on every text of "
+                                            "calibration_panel")
     calibration_text: str | None = option(None, "text file for calibration (default: a WikiText-2 test slice)")
     # "text" keeps today's default as measured; "full" holds the budget on every kind (aura_tl.retention), and
     # calibrates the default down to lambda 0.44 on SmolLM2 (task-length texts bind): docs/results/retention-panel.md
