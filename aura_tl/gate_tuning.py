@@ -201,8 +201,7 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
 
 @dataclass
 class TunedGateOptions(TokenGateOptions):
-    # keep 10, 100 steps (`tt10`): closed on neutral text (0.21 -> ~0.02 nats a token) and open on toxic text; keep 1,
-    # 150 steps opens it everywhere, 2-4x the token gate's cost (docs/results/tuned-gate.md, docs/results/defaults.md)
+    # keep 10 and 100 steps: why, measured (keep 1 opens the gate on neutral text too): docs/results/defaults.md
     gate_tune_steps: int = option(100, "optimisation steps of the tuned gate (gate=tuned)")
     gate_tune_lr: float = option(0.01, "Adam's first learning rate for the tuned gate (w in units of each unit's "
                                        "spread, and b)")
