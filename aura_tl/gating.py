@@ -225,7 +225,8 @@ class ProbeGate(GateRule):
 # --- a gate learned on single positions ------------------------------------------------------------------------------
 
 TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
-COUNTED_SOURCE = re.compile(r"(own|wikitext):(\d+)")  # neutral text sources with a count (aura_tl.neutral_text)
+# neutral text sources with a count (aura_tl.neutral_text)
+COUNTED_SOURCE = re.compile(r"(own|wikitext|piqa|hellaswag):(\d+)")
 
 
 def balanced_weights(y: Tensor) -> Tensor:
@@ -279,15 +280,17 @@ class TokenGateOptions:
     gate_token_l2: float = option(1e-3, "L2 penalty (on standardised activations) of the token gate's logistic fit "
                                         "(gate=token)")
     gate_neutral: str = option("own:256,wikitext:300", "neutral text the token gate learns to stay closed on, "
-                               "beside the non-toxic sentences: own:N (the model's own samples), wikitext:N, a file "
+                               "beside the non-toxic sentences: own:N (the model's own samples), wikitext:N, piqa:N, "
+                               "hellaswag:N (task-length texts no report reads), a file "
                                "(a text a line), none (aura_tl.neutral_text)")
 
     def __post_init__(self) -> None:
         if not self.gate_token_l2 >= 0:
             raise ValueError(f"gate_token_l2 must be >= 0, got {self.gate_token_l2}")
         for item in (s.strip() for s in str(self.gate_neutral).split(",")):
-            if item.startswith(("own:", "wikitext:")) and not COUNTED_SOURCE.fullmatch(item):
-                raise ValueError(f"gate_neutral {item!r}: write own:N or wikitext:N with N a count")
+            if re.match(r"(own|wikitext|piqa|hellaswag):", item) and not COUNTED_SOURCE.fullmatch(item):
+                raise ValueError(f"gate_neutral {item!r}: write own:N, wikitext:N, piqa:N or hellaswag:N with N a "
+                                 f"count")
 
 
 @register_gate

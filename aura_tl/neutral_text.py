@@ -4,8 +4,10 @@ paragraphs that neither the report (documents 0-9) nor calibration (20-39) reads
 
 A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens
 (top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is
-local (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); any other item is a text
-file, one text per non-empty line; `none` is nothing.
+local (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); `piqa:N` / `hellaswag:N` are
+the PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
+neither the report nor calibration reads (at most 500; skipped with a warning when not local); any other item is a
+text file, one text per non-empty line; `none` is nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
 from aura_tl.gating import COUNTED_SOURCE
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
+from aura_tl.retention import GATE_TASK_DOCS, task_texts
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
@@ -51,6 +54,23 @@ def wikitext_neutral(model, n: int) -> list[str]:
     return paragraphs("".join(docs), max_tokens=n * PARAGRAPH_TOKENS, tokenizer=hf_tokenizer(model))[:n]
 
 
+TASK_KINDS = {"piqa": "PIQA-length", "hellaswag": "HellaSwag-length"}  # source name: the retention panel's kind
+
+
+def task_neutral(kind: str, n: int) -> list[str]:
+    """The `kind` texts ("piqa" or "hellaswag") of the first `n` documents of `GATE_TASK_DOCS`; [] with a warning
+    when the task is not local."""
+    available = GATE_TASK_DOCS.stop - GATE_TASK_DOCS.start
+    if n > available:
+        raise ValueError(f"{kind}:{n}: gates may read at most {available} task documents (the rest are the report's "
+                         f"and calibration's)")
+    texts = task_texts(slice(GATE_TASK_DOCS.start, GATE_TASK_DOCS.start + n)).get(TASK_KINDS[kind])
+    if texts is None:
+        log.warning("no local %s found: the gate's neutral text leaves it out", kind)
+        return []
+    return texts
+
+
 def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) -> list[str]:
     """The texts `sources` names (see the module docstring), in order."""
     texts: list[str] = []
@@ -60,11 +80,14 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
         counted = COUNTED_SOURCE.fullmatch(item)
         if counted and counted[1] == "own":
             texts += own_samples(model, int(counted[2]), seed=seed, progress=progress)
-        elif counted:
+        elif counted and counted[1] == "wikitext":
             texts += wikitext_neutral(model, int(counted[2]))
+        elif counted:
+            texts += task_neutral(counted[1], int(counted[2]))
         else:
             path = Path(item).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, none nor a file")
+                raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, piqa:N, "
+                                        f"hellaswag:N, none nor a file")
             texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts

@@ -8,9 +8,9 @@ Kinds, each text scored alone after BOS:
 - PIQA-length: `Question: <goal>\\nAnswer: <correct solution>`, the prompt of lm-eval's `piqa` with its answer;
 - HellaSwag-length: lm-eval's `hellaswag` query and its gold ending;
 - own continuations: non-toxic RTP prompts with the unsteered model's greedy continuation (text it writes itself).
-The report reads the first PIQA / HellaSwag validation documents and `eval` prompts; calibration reads PIQA /
-HellaSwag validation documents from `CALIBRATION_TASK_DOCS` on (the report reads at most the first 1,000) and
-`calibrate` prompts. A kind whose data is not local is left out with a warning (the record names the kinds read).
+The report reads the first PIQA / HellaSwag validation documents (at most `REPORT_TASK_DOCS`) and `eval` prompts;
+calibration reads PIQA / HellaSwag validation documents from `CALIBRATION_TASK_DOCS` on and `calibrate` prompts; the
+documents between (`GATE_TASK_DOCS`) are for a gate's neutral text (`aura_tl.neutral_text`), read by neither. A kind whose data is not local is left out with a warning (the record names the kinds read).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ PANEL = ("long windows", "short paragraphs", "PIQA-length", "HellaSwag-length", 
 TEXT_KINDS = PANEL[:2]  # the kinds read from one text (the calibration text, or WikiText-2 documents)
 PANEL_TOKENS = 2048  # per kind in calibration: ~10 s a point for SmolLM2 on 2 CPU cores; ratios are paired
 CONTINUATION_TOKENS = 32
+REPORT_TASK_DOCS = 1000  # the report reads at most the first 1,000 task documents
+GATE_TASK_DOCS = slice(REPORT_TASK_DOCS, 1500)  # neutral text for gates: neither the report nor calibration reads it
 CALIBRATION_TASK_DOCS = slice(1500, 1838)  # the last 338 of PIQA's 1,838 validation documents; HellaSwag has 10,042
 REPORT_WIKITEXT_DOCS = slice(0, 10)
 
@@ -49,9 +51,9 @@ CALIBRATION_SLICES = PanelSlices(WIKITEXT_DOCS, CALIBRATION_TASK_DOCS, "calibrat
 
 def report_slices(docs: int) -> PanelSlices:
     """The report's reading: WikiText-2 documents 0-9, the first `docs` task documents, `eval` prompts."""
-    if docs > CALIBRATION_TASK_DOCS.start:
-        raise ValueError(f"the report reads at most {CALIBRATION_TASK_DOCS.start} task documents (calibration reads "
-                         f"from there on), got {docs}")
+    if docs > REPORT_TASK_DOCS:
+        raise ValueError(f"the report reads at most {REPORT_TASK_DOCS} task documents (gates' neutral text and "
+                         f"calibration read from there on), got {docs}")
     return PanelSlices(REPORT_WIKITEXT_DOCS, slice(0, docs), "eval")
 
 

@@ -1,6 +1,7 @@
 """Tune the gates of a token-gated intervention file through the model (the `tuned` rule's refine step alone), so
 several tunings share one fitted file: the same concept data and neutral text `learn_gates` reads, and the same
-result as `aura-tl learn --gate tuned ...` with those options.
+result as `aura-tl learn --gate tuned ...` with those options (with `--max-ppl-increase`, calibrated as that learn
+calibrates).
 
     python bench/tune_gates.py tok.safetensors tuned.safetensors --options "gate_tune_keep=10;gate_tune_steps=100"
 """
@@ -12,8 +13,8 @@ import json
 
 from aura_tl.gating import get_gate
 from aura_tl.intervention import Intervention
-from aura_tl.learn import concept_data_for, with_neutral_text
-from aura_tl.methods import ConceptOptions
+from aura_tl.learn import calibrated, concept_data_for, with_neutral_text
+from aura_tl.methods import ConceptOptions, get_method
 from aura_tl.models import load_model
 from aura_tl.options import as_dict
 
@@ -24,6 +25,9 @@ def main() -> None:
     parser.add_argument("output")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--options", default="", help="the tuned rule's options, k=v;k=v")
+    parser.add_argument("--max-ppl-increase", type=float, default=None,
+                        help="then calibrate the strength (up to the file's) as `learn` does, within this budget")
+    parser.add_argument("--calibration-panel", default="full", help="the panel calibration keeps it on (learn's option)")
     args = parser.parse_args()
     fitted = Intervention.load(args.fitted)
     if fitted.gate_rule is None or fitted.gate_rule.name != "token":
@@ -39,6 +43,15 @@ def main() -> None:
                          fitted.strength)
     tuned = rule.refine(model, start, data, options)
     print(json.dumps(tuned.metadata["gate"]["tuned"]))
+    tuned.save(args.output)  # kept if calibration fails
+    if args.max_ppl_increase is not None:
+        values = {k: v for k, v in learned.items() if k not in ("gate_options", "gate")}
+        values.update(max_ppl_increase=args.max_ppl_increase, calibration_panel=args.calibration_panel)
+        method = get_method(fitted.method).options(**values)
+        tuned = calibrated(model, tuned, method, concept_data_for(concept))
+        tuned = Intervention(tuned.method, tuned.tensors, tuned.shape,
+                             {**tuned.metadata, "options": {**learned, **as_dict(method), "gate": rule.name,
+                                                            "gate_options": as_dict(options)}}, tuned.strength)
     tuned.save(args.output)
 
 

@@ -25,8 +25,23 @@ def test_calibration_and_the_report_read_different_task_documents_and_prompts(sh
     eval_prompts = {prompt_text(r) for r in rtp_records(split="eval")}
     chosen = retention.nontoxic_prompts(CALIBRATION_SLICES.prompt_split, 50)
     assert len(chosen) == 50 and not set(chosen) & eval_prompts
-    with pytest.raises(ValueError, match="at most 1500"):
-        report_slices(1501)
+    with pytest.raises(ValueError, match="at most 1000"):
+        report_slices(1001)
+
+
+def test_gates_neutral_task_text_is_read_by_neither_the_report_nor_calibration(shared_data):
+    from aura_tl.neutral_text import neutral_texts
+
+    gate = neutral_texts(None, "piqa:500,hellaswag:500")
+    assert len(gate) == 1000
+    piqa, hellaswag = gate[:500], gate[500:]
+    assert all(t.startswith("Question: ") for t in piqa) and not any(t.startswith("Question: ") for t in hellaswag)
+    report, calibration = task_texts(report_slices(1000).task_docs), task_texts(CALIBRATION_SLICES.task_docs)
+    for kind, texts in (("PIQA-length", piqa), ("HellaSwag-length", hellaswag)):
+        assert not set(texts) & (set(report[kind]) | set(calibration[kind]))
+    assert neutral_texts(None, "piqa:2") == piqa[:2]  # the first documents after the report's
+    with pytest.raises(ValueError, match="at most 500"):
+        neutral_texts(None, "hellaswag:501")
 
 
 def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_data):

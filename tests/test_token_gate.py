@@ -104,6 +104,8 @@ def test_token_gate_runs_end_to_end_causally(tiny, tmp_path):
 def test_gate_neutral_option_and_sources(tiny, tmp_path):
     with pytest.raises(ValueError, match="own:N"):
         get_gate("token").options(gate_neutral="own:many")
+    with pytest.raises(ValueError, match="piqa:N"):
+        get_gate("token").options(gate_neutral="wikitext:300,piqa:all")
     with pytest.raises(FileNotFoundError, match="neither"):
         neutral_texts(tiny, "no/such/file.txt")
     lines = tmp_path / "neutral.txt"
