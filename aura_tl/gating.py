@@ -226,7 +226,7 @@ class ProbeGate(GateRule):
 
 TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
 # neutral text sources with a count (aura_tl.neutral_text)
-COUNTED_SOURCE = re.compile(r"(own|wikitext|piqa|hellaswag):(\d+)")
+COUNTED_SOURCE = re.compile(r"(own|wikitext|piqa|hellaswag|continued):(\d+)")
 
 
 def balanced_weights(y: Tensor) -> Tensor:
@@ -281,16 +281,17 @@ class TokenGateOptions:
                                         "(gate=token)")
     gate_neutral: str = option("own:256,wikitext:300", "neutral text the token gate learns to stay closed on, "
                                "beside the non-toxic sentences: own:N (the model's own samples), wikitext:N, piqa:N, "
-                               "hellaswag:N (task-length texts no report reads), a file "
+                               "hellaswag:N (task-length texts no report reads), continued:N (learn prompts continued "
+                               "by the model), a file "
                                "(a text a line), none (aura_tl.neutral_text)")
 
     def __post_init__(self) -> None:
         if not self.gate_token_l2 >= 0:
             raise ValueError(f"gate_token_l2 must be >= 0, got {self.gate_token_l2}")
         for item in (s.strip() for s in str(self.gate_neutral).split(",")):
-            if re.match(r"(own|wikitext|piqa|hellaswag):", item) and not COUNTED_SOURCE.fullmatch(item):
-                raise ValueError(f"gate_neutral {item!r}: write own:N, wikitext:N, piqa:N or hellaswag:N with N a "
-                                 f"count")
+            if re.match(r"(own|wikitext|piqa|hellaswag|continued):", item) and not COUNTED_SOURCE.fullmatch(item):
+                raise ValueError(f"gate_neutral {item!r}: write own:N, wikitext:N, piqa:N, hellaswag:N or continued:N "
+                                 f"with N a count")
 
 
 @register_gate

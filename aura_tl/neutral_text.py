@@ -6,8 +6,9 @@ A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples o
 (top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is
 local (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); `piqa:N` / `hellaswag:N` are
 the PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
-neither the report nor calibration reads (at most 500; skipped with a warning when not local); any other item is a
-text file, one text per non-empty line; `none` is nothing.
+neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
+non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own continuations,
+which read `calibrate` and `eval`); any other item is a text file, one text per non-empty line; `none` is nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
 from aura_tl.gating import COUNTED_SOURCE
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.retention import GATE_TASK_DOCS, task_texts
+from aura_tl.retention import GATE_TASK_DOCS, nontoxic_prompts, own_continuations, task_texts
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
@@ -71,6 +72,16 @@ def task_neutral(kind: str, n: int) -> list[str]:
     return texts
 
 
+def continued_neutral(model, n: int) -> list[str]:
+    """The first `n` non-toxic `learn` prompts with the unsteered model's greedy continuations; [] with a warning
+    when RTP is not local."""
+    prompts = nontoxic_prompts("learn", n)
+    if not prompts:
+        log.warning("no local RTP found: the gate's neutral text leaves out the model's continuations")
+        return []
+    return own_continuations(model, prompts)
+
+
 def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) -> list[str]:
     """The texts `sources` names (see the module docstring), in order."""
     texts: list[str] = []
@@ -82,12 +93,14 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
             texts += own_samples(model, int(counted[2]), seed=seed, progress=progress)
         elif counted and counted[1] == "wikitext":
             texts += wikitext_neutral(model, int(counted[2]))
+        elif counted and counted[1] == "continued":
+            texts += continued_neutral(model, int(counted[2]))
         elif counted:
             texts += task_neutral(counted[1], int(counted[2]))
         else:
             path = Path(item).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, piqa:N, "
-                                        f"hellaswag:N, none nor a file")
+                                        f"hellaswag:N, continued:N, none nor a file")
             texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts

@@ -7,7 +7,11 @@ alone), the first `--docs` PIQA / HellaSwag validation documents, and `--prompts
 
     python bench/retention_panel.py --model smollm2-135m --intervention default=out/default.safetensors
 
-The ratio's 95 % interval resamples the texts of each kind (paired: the same texts with and without the edit).
+With `--held-out N`, two kinds of short text that nothing in learning, gating or calibration reads are added (a check
+that a gate trained to stay closed on the panel's kinds of text did not learn the panel only): the first N ParaDetox
+human non-toxic rewrites (polite text on a toxic sentence's subject) and the first N Davidson tweets labelled
+"neither" (chat-like), each alone after BOS. The ratio's 95 % interval resamples the texts of each kind (paired: the
+same texts with and without the edit).
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from aura_tl import retention
 from aura_tl.backends import hooks_applied
-from aura_tl.calibrate import token_logprobs_from_bos
+from aura_tl.calibrate import short_rows, token_logprobs_from_bos
+from aura_tl.data import read_paradetox_pairs
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model
-from aura_tl.retention import PANEL, report_slices
+from aura_tl.paths import shared_data_dir
+from aura_tl.retention import report_slices
 from bench.results.paired import paired_bootstrap
 
 
@@ -37,6 +44,22 @@ def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitex
     return retention.panel_rows(model, retention.wikitext_text(slices.wikitext_docs), slices,
                                 text_tokens=wikitext_tokens, tokens=None, prompts=prompts,
                                 continuation_tokens=continuation_tokens)
+
+
+HELD_OUT = ("ParaDetox rewrites", "Davidson neither")
+
+
+def held_out_rows(model, n: int) -> dict[str, list[list[int]]]:
+    """`HELD_OUT` kinds as token rows: the first `n` of each, from the shared data folder (a kind not there is left
+    out)."""
+    shared = shared_data_dir()
+    texts = {}
+    if shared and (shared / "paradetox" / "paradetox.tsv").is_file():
+        texts[HELD_OUT[0]] = [neutral for _, neutral in read_paradetox_pairs(shared / "paradetox" / "paradetox.tsv")]
+    if shared and (shared / "davidson" / "labeled_data.csv").is_file():
+        tweets = pd.read_csv(shared / "davidson" / "labeled_data.csv")
+        texts[HELD_OUT[1]] = tweets[tweets["class"] == 2]["tweet"].astype(str).tolist()  # in file order
+    return {kind: short_rows(model, items[:n]) for kind, items in texts.items()}
 
 
 def row_losses(model, rows: list[list[int]]) -> Float[np.ndarray, "rows"]:
@@ -76,19 +99,24 @@ def main() -> None:
     parser.add_argument("--wikitext-tokens", type=int, default=8192)
     parser.add_argument("--spare-bos", action="store_true",
                         help="also each intervention with position 0 (BOS) left unsteered")
+    parser.add_argument("--held-out", type=int, default=0, metavar="N",
+                        help="also N ParaDetox rewrites and N Davidson 'neither' tweets (text no step reads)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     model = load_model(args.model, device="cpu")
     rows = panel_rows(model, args.docs, args.prompts, args.continuation_tokens, args.wikitext_tokens)
+    if args.held_out:
+        rows.update(held_out_rows(model, args.held_out))
+    kinds = list(rows)
     tokenizer = hf_tokenizer(model)
     words = {name: np.array([max(len(tokenizer.decode(r).split()), 1) for r in rs], float) for name, rs in rows.items()}
     base = {name: row_losses(model, rs) for name, rs in tqdm(rows.items(), desc="unsteered", unit="kind")}
     results = {"model": args.model, "texts": {n: len(r) for n, r in rows.items()},
                "unsteered": {n: float(np.exp(base[n].sum() / words[n].sum())) for n in rows}, "configurations": {}}
     print(f"{args.model}: word perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
-    print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in PANEL) + " | worst |")
-    print("|---|" + "---|" * (len(PANEL) + 1))
-    print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in PANEL) + " | - |", flush=True)
+    print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in kinds) + " | worst |")
+    print("|---|" + "---|" * (len(kinds) + 1))
+    print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in kinds) + " | - |", flush=True)
     for spec in args.intervention:  # each row is printed (and the JSON rewritten) as soon as it is measured
         name, _, path = spec.partition("=")
         path, _, strength = path.partition("@")
@@ -105,10 +133,9 @@ def main() -> None:
 
 
 def panel_line(label: str, ratios: dict[str, tuple[float, float, float]]) -> str:
-    """One table row: each kind's change in % with its interval, and the worst kind."""
-    cells = [f"{(r[0] - 1) * 100:+.1f} % ({(r[1] - 1) * 100:+.1f} to {(r[2] - 1) * 100:+.1f})"
-             for r in (ratios[n] for n in PANEL)]
-    worst = max(PANEL, key=lambda n: ratios[n][0])
+    """One table row: each kind's change in % with its interval (in `ratios`' order), and the worst kind."""
+    cells = [f"{(r[0] - 1) * 100:+.1f} % ({(r[1] - 1) * 100:+.1f} to {(r[2] - 1) * 100:+.1f})" for r in ratios.values()]
+    worst = max(ratios, key=lambda n: ratios[n][0])
     return f"| {label} | " + " | ".join(cells) + f" | {worst} {(ratios[worst][0] - 1) * 100:+.1f} % |"
 
 

@@ -205,13 +205,36 @@ def test_relevance_is_higher_for_a_continuation_that_follows_its_prompt(smol):
     assert pmi[0] > pmi[1] + 0.3
 
 
+def test_held_out_kinds_are_paradetox_rewrites_and_davidson_neither_tweets(tiny, shared_data, monkeypatch):
+    """bench/retention_panel.py --held-out: the first N human non-toxic rewrites and the first N tweets labelled
+    'neither' (class 2), read from the raw files by hand here."""
+    import csv
+
+    import pandas as pd
+
+    from aura_tl.models import hf_tokenizer
+    from bench.retention_panel import HELD_OUT, held_out_rows
+
+    monkeypatch.setenv("AURA_SHARED_DATA", str(shared_data))
+    rows = held_out_rows(tiny, 3)
+    assert list(rows) == list(HELD_OUT) and all(len(r) == 3 for r in rows.values())
+    with open(shared_data / "paradetox" / "paradetox.tsv", encoding="utf-8", newline="") as f:
+        first = next(csv.DictReader(f, delimiter="\t"))
+    tweets = pd.read_csv(shared_data / "davidson" / "labeled_data.csv")
+    neither = tweets[tweets["class"] == 2]["tweet"].tolist()[:3]
+    decode = hf_tokenizer(tiny).decode
+    assert decode(rows[HELD_OUT[0]][0]).strip() == first["neutral1"].strip()
+    assert [decode(r).strip() for r in rows[HELD_OUT[1]]] == [t.strip() for t in neither]
+
+
 def test_retention_panel_has_every_text_and_its_ratio_is_word_perplexity_by_hand(tiny, shared_data, monkeypatch):
     """bench/retention_panel.py: each kind of text is there and fits the model after BOS; a row's loss is its summed
     -log p from BOS by hand; the ratio is exp((steered - base) / words) summed over the rows."""
     import torch
 
     from aura_tl.models import hf_tokenizer, start_token_id
-    from bench.retention_panel import PANEL, panel_rows, perplexity_ratio, row_losses
+    from aura_tl.retention import PANEL
+    from bench.retention_panel import panel_rows, perplexity_ratio, row_losses
 
     monkeypatch.setenv("AURA_SHARED_DATA", str(shared_data))
     rows = panel_rows(tiny, docs=4, prompts=3, continuation_tokens=5, wikitext_tokens=200)

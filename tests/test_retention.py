@@ -44,6 +44,16 @@ def test_gates_neutral_task_text_is_read_by_neither_the_report_nor_calibration(s
         neutral_texts(None, "hellaswag:501")
 
 
+def test_gates_neutral_continuations_continue_learn_prompts_greedily(tiny, shared_data):
+    from aura_tl.neutral_text import neutral_texts
+
+    texts = neutral_texts(tiny, "continued:2")
+    prompts = retention.nontoxic_prompts("learn", 2)
+    assert len(texts) == 2 and all(t.startswith(p) and len(t) > len(p) for t, p in zip(texts, prompts))
+    assert not set(prompts) & {prompt_text(r) for r in rtp_records(split="eval")}
+    assert texts == retention.own_continuations(tiny, prompts)  # greedy: the same text twice
+
+
 def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_data):
     rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, text_tokens=300, tokens=120, prompts=4, continuation_tokens=5)
     assert list(rows) == list(PANEL)
