@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -226,7 +227,7 @@ class ProbeGate(GateRule):
 
 TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
 # neutral text sources with a count (aura_tl.neutral_text)
-COUNTED_SOURCE = re.compile(r"(own|wikitext|piqa|hellaswag|continued):(\d+)")
+COUNTED_SOURCE = re.compile(r"(own|wikitext|piqa|hellaswag|continued|paradetox):(\d+)")
 
 
 def balanced_weights(y: Tensor) -> Tensor:
@@ -282,16 +283,16 @@ class TokenGateOptions:
     gate_neutral: str = option("own:256,wikitext:300", "neutral text the token gate learns to stay closed on, "
                                "beside the non-toxic sentences: own:N (the model's own samples), wikitext:N, piqa:N, "
                                "hellaswag:N (task-length texts no report reads), continued:N (learn prompts continued "
-                               "by the model), a file "
+                               "by the model), paradetox:N (human non-toxic rewrites), a file "
                                "(a text a line), none (aura_tl.neutral_text)")
 
     def __post_init__(self) -> None:
         if not self.gate_token_l2 >= 0:
             raise ValueError(f"gate_token_l2 must be >= 0, got {self.gate_token_l2}")
         for item in (s.strip() for s in str(self.gate_neutral).split(",")):
-            if re.match(r"(own|wikitext|piqa|hellaswag|continued):", item) and not COUNTED_SOURCE.fullmatch(item):
-                raise ValueError(f"gate_neutral {item!r}: write own:N, wikitext:N, piqa:N, hellaswag:N or continued:N "
-                                 f"with N a count")
+            if re.match(r"[a-z]+:", item) and not COUNTED_SOURCE.fullmatch(item) and not Path(item).is_file():
+                raise ValueError(f"gate_neutral {item!r}: write own:N, wikitext:N, piqa:N, hellaswag:N, continued:N or "
+                                 f"paradetox:N with N a count (or a file)")
 
 
 @register_gate

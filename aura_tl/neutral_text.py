@@ -8,7 +8,9 @@ local (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning oth
 the PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
 neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
 non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own continuations,
-which read `calibrate` and `eval`); any other item is a text file, one text per non-empty line; `none` is nothing.
+which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text on a toxic
+sentence's subject) from pair `PARADETOX_GATE_START` on (the report's held-out check reads the pairs before it); any
+other item is a text file, one text per non-empty line; `none` is nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from tqdm.auto import tqdm
 from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
 from aura_tl.gating import COUNTED_SOURCE
 from aura_tl.generation import SamplingConfig, generate_ids
+from aura_tl.data import read_paradetox_pairs
 from aura_tl.models import hf_tokenizer, start_token_id
+from aura_tl.paths import local_data_path
 from aura_tl.retention import GATE_TASK_DOCS, nontoxic_prompts, own_continuations, task_texts
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
 WIKITEXT_NEUTRAL_DOCS = slice(40, None)  # after the report's (0-9) and calibration's (20-39) documents
+PARADETOX_GATE_START = 1000  # ParaDetox pairs before it are the report's held-out text (bench/retention_panel.py)
 
 
 def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0, batch_size: int = 64,
@@ -82,6 +87,16 @@ def continued_neutral(model, n: int) -> list[str]:
     return own_continuations(model, prompts)
 
 
+def paradetox_neutral(n: int) -> list[str]:
+    """`n` ParaDetox non-toxic rewrites from pair `PARADETOX_GATE_START` on; [] with a warning when not local."""
+    found = local_data_path(None, "AURA_TL_PARADETOX", "paradetox/paradetox.tsv")
+    if found is None:
+        log.warning("no local ParaDetox found (set AURA_TL_PARADETOX): the gate's neutral text leaves it out")
+        return []
+    pairs = read_paradetox_pairs(found)[PARADETOX_GATE_START:PARADETOX_GATE_START + n]
+    return [neutral for _, neutral in pairs]
+
+
 def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) -> list[str]:
     """The texts `sources` names (see the module docstring), in order."""
     texts: list[str] = []
@@ -93,6 +108,8 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
             texts += own_samples(model, int(counted[2]), seed=seed, progress=progress)
         elif counted and counted[1] == "wikitext":
             texts += wikitext_neutral(model, int(counted[2]))
+        elif counted and counted[1] == "paradetox":
+            texts += paradetox_neutral(int(counted[2]))
         elif counted and counted[1] == "continued":
             texts += continued_neutral(model, int(counted[2]))
         elif counted:
@@ -101,6 +118,6 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
             path = Path(item).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, piqa:N, "
-                                        f"hellaswag:N, continued:N, none nor a file")
+                                        f"hellaswag:N, continued:N, paradetox:N, none nor a file")
             texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts

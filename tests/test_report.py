@@ -225,6 +225,8 @@ def test_held_out_kinds_are_paradetox_rewrites_and_davidson_neither_tweets(tiny,
     decode = hf_tokenizer(tiny).decode
     assert decode(rows[HELD_OUT[0]][0]).strip() == first["neutral1"].strip()
     assert [decode(r).strip() for r in rows[HELD_OUT[1]]] == [t.strip() for t in neither]
+    with pytest.raises(ValueError, match="at most 1000"):
+        held_out_rows(tiny, 1001)
 
 
 def test_retention_panel_has_every_text_and_its_ratio_is_word_perplexity_by_hand(tiny, shared_data, monkeypatch):

@@ -54,6 +54,18 @@ def test_gates_neutral_continuations_continue_learn_prompts_greedily(tiny, share
     assert texts == retention.own_continuations(tiny, prompts)  # greedy: the same text twice
 
 
+def test_gates_paradetox_rewrites_come_after_the_held_out_ones(shared_data):
+    import csv
+
+    from aura_tl.neutral_text import PARADETOX_GATE_START, neutral_texts
+
+    with open(shared_data / "paradetox" / "paradetox.tsv", encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t")
+                if r["toxic"].strip() and any((r.get(c) or "").strip() for c in ("neutral1", "neutral2", "neutral3"))]
+    first = [next(r[c] for c in ("neutral1", "neutral2", "neutral3") if (r.get(c) or "").strip()) for r in rows]
+    assert neutral_texts(None, "paradetox:3") == first[PARADETOX_GATE_START:PARADETOX_GATE_START + 3]
+
+
 def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_data):
     rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, text_tokens=300, tokens=120, prompts=4, continuation_tokens=5)
     assert list(rows) == list(PANEL)
