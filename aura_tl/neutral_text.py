@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
+from aura_tl.data import read_paradetox_pairs
 from aura_tl.gating import COUNTED_SOURCE
 from aura_tl.generation import SamplingConfig, generate_ids
-from aura_tl.data import read_paradetox_pairs
 from aura_tl.models import hf_tokenizer, start_token_id
 from aura_tl.paths import local_data_path
 from aura_tl.retention import GATE_TASK_DOCS, nontoxic_prompts, own_continuations, task_texts
@@ -87,9 +87,14 @@ def continued_neutral(model, n: int) -> list[str]:
     return own_continuations(model, prompts)
 
 
+def paradetox_path() -> Path | None:
+    """The local ParaDetox TSV (`$AURA_TL_PARADETOX`, else the shared data folder), or None."""
+    return local_data_path(None, "AURA_TL_PARADETOX", "paradetox/paradetox.tsv")
+
+
 def paradetox_neutral(n: int) -> list[str]:
     """`n` ParaDetox non-toxic rewrites from pair `PARADETOX_GATE_START` on; [] with a warning when not local."""
-    found = local_data_path(None, "AURA_TL_PARADETOX", "paradetox/paradetox.tsv")
+    found = paradetox_path()
     if found is None:
         log.warning("no local ParaDetox found (set AURA_TL_PARADETOX): the gate's neutral text leaves it out")
         return []

@@ -10,7 +10,8 @@ Kinds, each text scored alone after BOS:
 - own continuations: non-toxic RTP prompts with the unsteered model's greedy continuation (text it writes itself).
 The report reads the first PIQA / HellaSwag validation documents (at most `REPORT_TASK_DOCS`) and `eval` prompts;
 calibration reads PIQA / HellaSwag validation documents from `CALIBRATION_TASK_DOCS` on and `calibrate` prompts; the
-documents between (`GATE_TASK_DOCS`) are for a gate's neutral text (`aura_tl.neutral_text`), read by neither. A kind whose data is not local is left out with a warning (the record names the kinds read).
+documents between (`GATE_TASK_DOCS`) are for a gate's neutral text (`aura_tl.neutral_text`), read by neither. A kind
+whose data is not local is left out with a warning (the record names the kinds read).
 """
 
 from __future__ import annotations

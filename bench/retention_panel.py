@@ -32,7 +32,7 @@ from aura_tl.calibrate import short_rows, token_logprobs_from_bos
 from aura_tl.data import read_paradetox_pairs
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model
-from aura_tl.neutral_text import PARADETOX_GATE_START
+from aura_tl.neutral_text import PARADETOX_GATE_START, paradetox_path
 from aura_tl.paths import shared_data_dir
 from aura_tl.retention import report_slices
 from bench.results.paired import paired_bootstrap
@@ -51,14 +51,15 @@ HELD_OUT = ("ParaDetox rewrites", "Davidson neither")
 
 
 def held_out_rows(model, n: int) -> dict[str, list[list[int]]]:
-    """`HELD_OUT` kinds as token rows: the first `n` of each, from the shared data folder (a kind not there is left
-    out). ParaDetox pairs from `PARADETOX_GATE_START` on are a gate's neutral text, so `n` stays below it."""
+    """`HELD_OUT` kinds as token rows: the first `n` of each, from local data (a kind not there is left out).
+    ParaDetox pairs from `PARADETOX_GATE_START` on are a gate's neutral text, so `n` stays below it."""
     if n > PARADETOX_GATE_START:
         raise ValueError(f"--held-out reads at most {PARADETOX_GATE_START} texts of a kind (gates may read the rest)")
     shared = shared_data_dir()
     texts = {}
-    if shared and (shared / "paradetox" / "paradetox.tsv").is_file():
-        texts[HELD_OUT[0]] = [neutral for _, neutral in read_paradetox_pairs(shared / "paradetox" / "paradetox.tsv")]
+    paradetox = paradetox_path()  # the file gates read their rewrites from, pairs before theirs
+    if paradetox is not None:
+        texts[HELD_OUT[0]] = [neutral for _, neutral in read_paradetox_pairs(paradetox)]
     if shared and (shared / "davidson" / "labeled_data.csv").is_file():
         tweets = pd.read_csv(shared / "davidson" / "labeled_data.csv")
         texts[HELD_OUT[1]] = tweets[tweets["class"] == 2]["tweet"].astype(str).tolist()  # in file order

@@ -27,7 +27,8 @@ def main() -> None:
     parser.add_argument("--options", default="", help="the tuned rule's options, k=v;k=v")
     parser.add_argument("--max-ppl-increase", type=float, default=None,
                         help="then calibrate the strength (up to the file's) as `learn` does, within this budget")
-    parser.add_argument("--calibration-panel", default="full", help="the panel calibration keeps it on (learn's option)")
+    parser.add_argument("--calibration-panel", default="full",
+                        help="the panel calibration keeps it on (learn's option)")
     args = parser.parse_args()
     fitted = Intervention.load(args.fitted)
     if fitted.gate_rule is None or fitted.gate_rule.name != "token":
