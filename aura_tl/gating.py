@@ -226,8 +226,18 @@ class ProbeGate(GateRule):
 # --- a gate learned on single positions ------------------------------------------------------------------------------
 
 TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
-# neutral text sources with a count (aura_tl.neutral_text)
-COUNTED_SOURCE = re.compile(r"(own|wikitext|piqa|hellaswag|continued|paradetox):(\d+)")
+# neutral text sources with a count, declared once (their readers: aura_tl.neutral_text.READERS)
+NEUTRAL_SOURCES = ("own", "wikitext", "piqa", "hellaswag", "continued", "paradetox")
+COUNTED_SOURCE = re.compile(rf"({'|'.join(NEUTRAL_SOURCES)}):(\d+)")
+SOURCE_NAMES = ", ".join(f"{name}:N" for name in NEUTRAL_SOURCES)
+
+
+def check_sources(sources: str) -> None:
+    """A ValueError for an item of `sources` written like a counted source (`name:...`) that is not one, unless a
+    file has that name: checked when the option is set, before any text is read."""
+    for item in (s.strip() for s in str(sources).split(",")):
+        if re.match(r"[a-z]+:", item) and not COUNTED_SOURCE.fullmatch(item) and not Path(item).is_file():
+            raise ValueError(f"gate_neutral {item!r}: write {SOURCE_NAMES} with N a count (or a file)")
 
 
 def balanced_weights(y: Tensor) -> Tensor:
@@ -289,10 +299,7 @@ class TokenGateOptions:
     def __post_init__(self) -> None:
         if not self.gate_token_l2 >= 0:
             raise ValueError(f"gate_token_l2 must be >= 0, got {self.gate_token_l2}")
-        for item in (s.strip() for s in str(self.gate_neutral).split(",")):
-            if re.match(r"[a-z]+:", item) and not COUNTED_SOURCE.fullmatch(item) and not Path(item).is_file():
-                raise ValueError(f"gate_neutral {item!r}: write own:N, wikitext:N, piqa:N, hellaswag:N, continued:N or "
-                                 f"paradetox:N with N a count (or a file)")
+        check_sources(self.gate_neutral)
 
 
 @register_gate

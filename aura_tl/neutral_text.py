@@ -1,6 +1,6 @@
 """Neutral text a learned gate is fitted to stay closed on: the model's own samples from BOS (text in its own
-distribution, which needs no data and covers the styles a user brings: instructions, how-tos, prose) and WikiText-2
-paragraphs that neither the report (documents 0-9) nor calibration (20-39) reads.
+distribution, which needs no data and covers the styles a user brings: instructions, how-tos, prose), WikiText-2
+paragraphs, task-length texts, continued prompts and polite rewrites, each from a part no report or calibration reads.
 
 A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens
 (top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is
@@ -16,6 +16,7 @@ other item is a text file, one text per non-empty line; `none` is nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
 from aura_tl.data import read_paradetox_pairs
-from aura_tl.gating import COUNTED_SOURCE
+from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
 from aura_tl.paths import local_data_path
@@ -70,7 +71,7 @@ def task_neutral(kind: str, n: int) -> list[str]:
     if n > available:
         raise ValueError(f"{kind}:{n}: gates may read at most {available} task documents (the rest are the report's "
                          f"and calibration's)")
-    texts = task_texts(slice(GATE_TASK_DOCS.start, GATE_TASK_DOCS.start + n)).get(TASK_KINDS[kind])
+    texts = task_texts(slice(GATE_TASK_DOCS.start, GATE_TASK_DOCS.start + n), (TASK_KINDS[kind],)).get(TASK_KINDS[kind])
     if texts is None:
         log.warning("no local %s found: the gate's neutral text leaves it out", kind)
         return []
@@ -102,6 +103,17 @@ def paradetox_neutral(n: int) -> list[str]:
     return [neutral for _, neutral in pairs]
 
 
+# each counted source's texts from (model, N, seed, progress); the names are declared in aura_tl.gating
+READERS: dict[str, Callable[..., list[str]]] = {
+    "own": lambda model, n, seed, progress: own_samples(model, n, seed=seed, progress=progress),
+    "wikitext": lambda model, n, seed, progress: wikitext_neutral(model, n),
+    "piqa": lambda model, n, seed, progress: task_neutral("piqa", n),
+    "hellaswag": lambda model, n, seed, progress: task_neutral("hellaswag", n),
+    "continued": lambda model, n, seed, progress: continued_neutral(model, n),
+    "paradetox": lambda model, n, seed, progress: paradetox_neutral(n),
+}
+
+
 def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) -> list[str]:
     """The texts `sources` names (see the module docstring), in order."""
     texts: list[str] = []
@@ -109,20 +121,11 @@ def neutral_texts(model, sources: str, *, seed: int = 0, progress: bool = True) 
         if not item or item.lower() == "none":
             continue
         counted = COUNTED_SOURCE.fullmatch(item)
-        if counted and counted[1] == "own":
-            texts += own_samples(model, int(counted[2]), seed=seed, progress=progress)
-        elif counted and counted[1] == "wikitext":
-            texts += wikitext_neutral(model, int(counted[2]))
-        elif counted and counted[1] == "paradetox":
-            texts += paradetox_neutral(int(counted[2]))
-        elif counted and counted[1] == "continued":
-            texts += continued_neutral(model, int(counted[2]))
-        elif counted:
-            texts += task_neutral(counted[1], int(counted[2]))
-        else:
-            path = Path(item).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"neutral text source {item!r} is neither own:N, wikitext:N, piqa:N, "
-                                        f"hellaswag:N, continued:N, paradetox:N, none nor a file")
-            texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if counted:
+            texts += READERS[counted[1]](model, int(counted[2]), seed, progress)
+            continue
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"neutral text source {item!r} is neither {SOURCE_NAMES}, none nor a file")
+        texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return texts

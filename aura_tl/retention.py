@@ -76,18 +76,18 @@ def hellaswag_docs(path=None) -> list[dict] | None:
     return None if found is None else [{k: r[k] for k in HELLASWAG_FIELDS if k in r} for r in read_jsonl(found)]
 
 
-def task_texts(docs: slice) -> dict[str, list[str]]:
-    """PIQA- and HellaSwag-length texts of the documents `docs`: each context with its gold answer, as lm-eval's
-    tasks prompt them; a kind without local data is left out."""
+def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-length")) -> dict[str, list[str]]:
+    """PIQA- and HellaSwag-length texts (those of `kinds`) of the documents `docs`: each context with its gold
+    answer, as lm-eval's tasks prompt them; a kind without local data is left out."""
     import datasets
     from lm_eval.tasks.hellaswag.utils import process_docs
 
     texts = {}
-    piqa = piqa_docs()
+    piqa = piqa_docs() if "PIQA-length" in kinds else None
     if piqa is not None:
         texts["PIQA-length"] = [f"Question: {d['goal']}\nAnswer: {(d['sol1'], d['sol2'])[d['label']]}"
                                 for d in piqa[docs]]
-    hellaswag = hellaswag_docs()
+    hellaswag = hellaswag_docs() if "HellaSwag-length" in kinds else None
     if hellaswag is not None:
         processed = process_docs(datasets.Dataset.from_list(hellaswag[docs]))
         texts["HellaSwag-length"] = [f"{d['query']} {d['choices'][int(d['label'])]}" for d in processed]

@@ -46,13 +46,13 @@ def main() -> None:
     print(json.dumps(tuned.metadata["gate"]["tuned"]))
     tuned.save(args.output)  # kept if calibration fails
     if args.max_ppl_increase is not None:
-        values = {k: v for k, v in learned.items() if k not in ("gate_options", "gate")}
-        values.update(max_ppl_increase=args.max_ppl_increase, calibration_panel=args.calibration_panel)
+        # the options `aura-tl learn --gate tuned` would have had: the file's, the tuned rule's, the budget
+        values = {**{k: v for k, v in learned.items() if k != "gate_options"}, **as_dict(options), "gate": rule.name,
+                  "max_ppl_increase": args.max_ppl_increase, "calibration_panel": args.calibration_panel}
         method = get_method(fitted.method).options(**values)
         tuned = calibrated(model, tuned, method, concept_data_for(concept))
-        tuned = Intervention(tuned.method, tuned.tensors, tuned.shape,
-                             {**tuned.metadata, "options": {**learned, **as_dict(method), "gate": rule.name,
-                                                            "gate_options": as_dict(options)}}, tuned.strength)
+        tuned = Intervention(tuned.method, tuned.tensors, tuned.shape, {**tuned.metadata, "options": as_dict(method)},
+                             tuned.strength)
     tuned.save(args.output)
 
 

@@ -51,7 +51,19 @@ def test_gates_neutral_continuations_continue_learn_prompts_greedily(tiny, share
     prompts = retention.nontoxic_prompts("learn", 2)
     assert len(texts) == 2 and all(t.startswith(p) and len(t) > len(p) for t, p in zip(texts, prompts))
     assert not set(prompts) & {prompt_text(r) for r in rtp_records(split="eval")}
-    assert texts == retention.own_continuations(tiny, prompts)  # greedy: the same text twice
+    # greedy by hand: the argmax of the model's next-token logits, one token at a time after the prompt's tokens
+    import torch
+
+    tokenizer = hf_tokenizer(tiny)
+    ids = tokenizer(prompts[0], add_special_tokens=True)["input_ids"]
+    new = []
+    with torch.inference_mode():
+        for _ in range(retention.CONTINUATION_TOKENS):
+            token = int(tiny(torch.tensor([ids + new]))[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+    assert texts[0] == prompts[0] + tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_gates_paradetox_rewrites_come_after_the_held_out_ones(shared_data):

@@ -106,6 +106,10 @@ def test_gate_neutral_option_and_sources(tiny, tmp_path):
         get_gate("token").options(gate_neutral="own:many")
     with pytest.raises(ValueError, match="piqa:N"):
         get_gate("token").options(gate_neutral="wikitext:300,piqa:all")
+    from aura_tl.gating import NEUTRAL_SOURCES
+    from aura_tl.neutral_text import READERS
+
+    assert set(READERS) == set(NEUTRAL_SOURCES)  # every name the option accepts has a reader, and no more
     with pytest.raises(FileNotFoundError, match="neither"):
         neutral_texts(tiny, "no/such/file.txt")
     lines = tmp_path / "neutral.txt"
