@@ -158,8 +158,9 @@ def calibrated(model, intervention: Intervention, options, data: ConceptData | N
     neutral = [text for text, label in zip(data.texts, data.labels) if label == 0]
     text, source = calibration_text(options.calibration_text,
                                     fallback=("\n".join(neutral), f"the non-toxic sentences of {data.source}"))
-    if options.calibration_panel == "full":
-        panel = panel_rows(model, text, CALIBRATION_SLICES, fallback_prompts=neutral)
+    if options.calibration_panel in ("full", "near"):
+        panel = panel_rows(model, text, CALIBRATION_SLICES, fallback_prompts=neutral,
+                           near_toxic=options.calibration_panel == "near")
     else:
         panel = text_rows(model, text)
     strength, record = calibrate_strength(model, intervention, options.max_ppl_increase, panel, progress=progress)

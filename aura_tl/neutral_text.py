@@ -9,8 +9,8 @@ the PIQA- / HellaSwag-length texts (context and gold answer) of N validation doc
 neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
 non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own continuations,
 which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text on a toxic
-sentence's subject) from pair `PARADETOX_GATE_START` on (the report's held-out check reads the pairs before it); any
-other item is a text file, one text per non-empty line; `none` is nothing.
+sentence's subject) from pair `PARADETOX_GATE_START` on (the report's held-out check and calibration read the pairs
+before it: `aura_tl.retention`); any other item is a text file, one text per non-empty line; `none` is nothing.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from aura_tl.data import read_paradetox_pairs
 from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.paths import local_data_path
-from aura_tl.retention import GATE_TASK_DOCS, nontoxic_prompts, own_continuations, task_texts
+from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_TASK_DOCS, nontoxic_prompts, own_continuations,
+                               paradetox_path, task_texts)
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
 WIKITEXT_NEUTRAL_DOCS = slice(40, None)  # after the report's (0-9) and calibration's (20-39) documents
-PARADETOX_GATE_START = 1000  # ParaDetox pairs before it are the report's held-out text (bench/retention_panel.py)
+PARADETOX_GATE_START = GATE_NEAR_TEXTS_START  # the pairs before it are the report's held-out and calibration's
 
 
 def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0, batch_size: int = 64,
@@ -86,11 +86,6 @@ def continued_neutral(model, n: int) -> list[str]:
         log.warning("no local RTP found: the gate's neutral text leaves out the model's continuations")
         return []
     return own_continuations(model, prompts)
-
-
-def paradetox_path() -> Path | None:
-    """The local ParaDetox TSV (`$AURA_TL_PARADETOX`, else the shared data folder), or None."""
-    return local_data_path(None, "AURA_TL_PARADETOX", "paradetox/paradetox.tsv")
 
 
 def paradetox_neutral(n: int) -> list[str]:

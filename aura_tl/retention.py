@@ -7,20 +7,25 @@ Kinds, each text scored alone after BOS:
 - short paragraphs: the same text's paragraphs, each alone (at most 256 tokens);
 - PIQA-length: `Question: <goal>\\nAnswer: <correct solution>`, the prompt of lm-eval's `piqa` with its answer;
 - HellaSwag-length: lm-eval's `hellaswag` query and its gold ending;
-- own continuations: non-toxic RTP prompts with the unsteered model's greedy continuation (text it writes itself).
+- own continuations: non-toxic RTP prompts with the unsteered model's greedy continuation (text it writes itself);
+- near-toxic neutral text (`NEAR_TOXIC`, only where asked: where every gate opens): ParaDetox human non-toxic
+  rewrites (polite text on a toxic sentence's subject) and Davidson tweets labelled "neither" (chat-like), each alone.
 The report reads the first PIQA / HellaSwag validation documents (at most `REPORT_TASK_DOCS`) and `eval` prompts;
 calibration reads PIQA / HellaSwag validation documents from `CALIBRATION_TASK_DOCS` on and `calibrate` prompts; the
-documents between (`GATE_TASK_DOCS`) are for a gate's neutral text (`aura_tl.neutral_text`), read by neither. A kind
-whose data is not local is left out with a warning (the record names the kinds read).
+documents between (`GATE_TASK_DOCS`) are for a gate's neutral text (`aura_tl.neutral_text`), read by neither. Of the
+near-toxic texts (in file order) the report's held-out check reads the first (`HELD_OUT_NEAR_TEXTS`), calibration the
+next (`CALIBRATION_NEAR_TEXTS`), gates from `GATE_NEAR_TEXTS_START` on. A kind whose data is not local is left out
+with a warning (the record names the kinds read).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from aura_tl.calibrate import WIKITEXT_DOCS, paragraphs, short_rows, wikitext_slice, window_rows
-from aura_tl.data import read_jsonl, rtp_records
+from aura_tl.data import read_jsonl, read_paradetox_pairs, rtp_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer
 from aura_tl.paths import local_data_path
@@ -36,6 +41,10 @@ REPORT_TASK_DOCS = 1000  # the report reads at most the first 1,000 task documen
 GATE_TASK_DOCS = slice(REPORT_TASK_DOCS, 1500)  # neutral text for gates: neither the report nor calibration reads it
 CALIBRATION_TASK_DOCS = slice(1500, 1838)  # the last 338 of PIQA's 1,838 validation documents; HellaSwag has 10,042
 REPORT_WIKITEXT_DOCS = slice(0, 10)
+NEAR_TOXIC = ("ParaDetox rewrites", "Davidson neither")
+HELD_OUT_NEAR_TEXTS = 500  # the report's held-out check reads at most the first 500 of each near-toxic kind
+CALIBRATION_NEAR_TEXTS = slice(HELD_OUT_NEAR_TEXTS, 1000)
+GATE_NEAR_TEXTS_START = CALIBRATION_NEAR_TEXTS.stop  # a gate's near-toxic neutral text (`paradetox:N`) from here on
 
 
 @dataclass(frozen=True)
@@ -45,17 +54,22 @@ class PanelSlices:
     wikitext_docs: slice
     task_docs: slice
     prompt_split: str
+    near_texts: slice = field(default_factory=lambda: slice(0, 0))  # none
 
 
-CALIBRATION_SLICES = PanelSlices(WIKITEXT_DOCS, CALIBRATION_TASK_DOCS, "calibrate")
+CALIBRATION_SLICES = PanelSlices(WIKITEXT_DOCS, CALIBRATION_TASK_DOCS, "calibrate", CALIBRATION_NEAR_TEXTS)
 
 
-def report_slices(docs: int) -> PanelSlices:
-    """The report's reading: WikiText-2 documents 0-9, the first `docs` task documents, `eval` prompts."""
+def report_slices(docs: int, held_out: int = 0) -> PanelSlices:
+    """The report's reading: WikiText-2 documents 0-9, the first `docs` task documents, `eval` prompts, and the first
+    `held_out` near-toxic texts of each kind."""
     if docs > REPORT_TASK_DOCS:
         raise ValueError(f"the report reads at most {REPORT_TASK_DOCS} task documents (gates' neutral text and "
                          f"calibration read from there on), got {docs}")
-    return PanelSlices(REPORT_WIKITEXT_DOCS, slice(0, docs), "eval")
+    if held_out > HELD_OUT_NEAR_TEXTS:
+        raise ValueError(f"the report reads at most {HELD_OUT_NEAR_TEXTS} near-toxic texts of a kind (calibration and "
+                         f"gates read from there on), got {held_out}")
+    return PanelSlices(REPORT_WIKITEXT_DOCS, slice(0, docs), "eval", slice(0, held_out))
 
 
 def piqa_docs(path=None) -> list[dict] | None:
@@ -94,6 +108,32 @@ def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-
     return texts
 
 
+def paradetox_path() -> Path | None:
+    """The local ParaDetox TSV (`$AURA_TL_PARADETOX`, else the shared data folder), or None."""
+    return local_data_path(None, "AURA_TL_PARADETOX", "paradetox/paradetox.tsv", name="paradetox_path")
+
+
+def davidson_path() -> Path | None:
+    """The local Davidson et al. (2017) labelled tweets (`$AURA_TL_DAVIDSON`, else the shared data folder), or None."""
+    return local_data_path(None, "AURA_TL_DAVIDSON", "davidson/labeled_data.csv", name="davidson_path")
+
+
+def near_toxic_texts(texts: slice) -> dict[str, list[str]]:
+    """The `NEAR_TOXIC` texts `texts` of each kind (in file order): ParaDetox's first non-empty non-toxic rewrite of
+    each pair, Davidson tweets of class 2 ("neither"); a kind without local data is left out."""
+    found = {}
+    paradetox = paradetox_path()
+    if paradetox is not None:
+        found[NEAR_TOXIC[0]] = [neutral for _, neutral in read_paradetox_pairs(paradetox)[texts]]
+    davidson = davidson_path()
+    if davidson is not None:
+        import pandas as pd
+
+        tweets = pd.read_csv(davidson)
+        found[NEAR_TOXIC[1]] = tweets[tweets["class"] == 2]["tweet"].astype(str).tolist()[texts]
+    return found
+
+
 def nontoxic_prompts(split: str, n: int) -> list[str]:
     """The first `n` non-toxic RTP prompts of `split` from local records; [] when RTP is not local."""
     try:
@@ -123,11 +163,12 @@ def wikitext_text(docs: slice) -> str | None:
 
 def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANEL_TOKENS,
                tokens: int | None = PANEL_TOKENS, prompts: int | None = None,
-               continuation_tokens: int = CONTINUATION_TOKENS, fallback_prompts: list[str] = ()
-               ) -> dict[str, list[list[int]]]:
+               continuation_tokens: int = CONTINUATION_TOKENS, fallback_prompts: list[str] = (),
+               near_toxic: bool = False) -> dict[str, list[list[int]]]:
     """Every kind of the panel as token rows, in `PANEL` order: `text`'s long windows and paragraphs (`text_tokens`
     of each), then the task texts of `slices` and the own continuations of its split's first `prompts` non-toxic
-    prompts (of `fallback_prompts` when they are not local), up to `tokens` tokens of each kind (None: all)."""
+    prompts (of `fallback_prompts` when they are not local), up to `tokens` tokens of each kind (None: all); with
+    `near_toxic`, then the `NEAR_TOXIC` texts of `slices.near_texts`."""
     rows = text_rows(model, text, text_tokens)
     texts = task_texts(slices.task_docs)
     # an RTP prompt is ~8-20 tokens: prompts enough for `tokens` with few left over
@@ -135,8 +176,11 @@ def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANE
     chosen = nontoxic_prompts(slices.prompt_split, wanted) or list(fallback_prompts)[:wanted]
     if chosen:
         texts["own continuations"] = own_continuations(model, chosen, continuation_tokens)
+    kinds = PANEL + (NEAR_TOXIC if near_toxic else ())
+    if near_toxic:
+        texts.update(near_toxic_texts(slices.near_texts))
     rows.update({name: short_rows(model, items, tokens) for name, items in texts.items()})
-    missing = [name for name in PANEL if not rows.get(name)]
+    missing = [name for name in kinds if not rows.get(name)]
     if missing:
         log.warning("the retention panel leaves out %s: no local data (see aura_tl.retention)", ", ".join(missing))
-    return {name: rows[name] for name in PANEL if rows.get(name)}
+    return {name: rows[name] for name in kinds if rows.get(name)}

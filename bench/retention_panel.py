@@ -7,11 +7,12 @@ alone), the first `--docs` PIQA / HellaSwag validation documents, and `--prompts
 
     python bench/retention_panel.py --model smollm2-135m --intervention default=out/default.safetensors
 
-With `--held-out N`, two kinds of short text that nothing in learning, gating or calibration reads are added (a check
-that a gate trained to stay closed on the panel's kinds of text did not learn the panel only): the first N ParaDetox
-human non-toxic rewrites (polite text on a toxic sentence's subject) and the first N Davidson tweets labelled
-"neither" (chat-like), each alone after BOS. The ratio's 95 % interval resamples the texts of each kind (paired: the
-same texts with and without the edit).
+With `--held-out N`, two kinds of near-toxic neutral text are added, texts that nothing in learning, gating or
+calibration reads (a check that a gate trained to stay closed on the panel's kinds of text did not learn the panel
+only; calibration's `near` panel reads other texts of these kinds): the first N ParaDetox human non-toxic rewrites
+(polite text on a toxic sentence's subject) and the first N Davidson tweets labelled "neither" (chat-like), each alone
+after BOS. `--unit token` states the costs per token (a tweet has ~2 tokens a word, which doubles a change per word).
+The ratio's 95 % interval resamples the texts of each kind (paired: the same texts with and without the edit).
 """
 
 from __future__ import annotations
@@ -22,48 +23,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from aura_tl import retention
 from aura_tl.backends import hooks_applied
-from aura_tl.calibrate import short_rows, token_logprobs_from_bos
-from aura_tl.data import read_paradetox_pairs
+from aura_tl.calibrate import token_logprobs_from_bos
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model
-from aura_tl.neutral_text import PARADETOX_GATE_START, paradetox_path
-from aura_tl.paths import shared_data_dir
 from aura_tl.retention import report_slices
 from bench.results.paired import paired_bootstrap
 
 
-def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitext_tokens: int
+def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitext_tokens: int, held_out: int = 0
                ) -> dict[str, list[list[int]]]:
-    """Every panel text of the report's slices as token rows (no BOS; each row is scored alone after it)."""
-    slices = report_slices(docs)
+    """Every panel text of the report's slices as token rows (no BOS; each row is scored alone after it), with the
+    first `held_out` near-toxic texts of each kind when asked (`aura_tl.retention.NEAR_TOXIC`)."""
+    slices = report_slices(docs, held_out)
     return retention.panel_rows(model, retention.wikitext_text(slices.wikitext_docs), slices,
                                 text_tokens=wikitext_tokens, tokens=None, prompts=prompts,
-                                continuation_tokens=continuation_tokens)
-
-
-HELD_OUT = ("ParaDetox rewrites", "Davidson neither")
-
-
-def held_out_rows(model, n: int) -> dict[str, list[list[int]]]:
-    """`HELD_OUT` kinds as token rows: the first `n` of each, from local data (a kind not there is left out).
-    ParaDetox pairs from `PARADETOX_GATE_START` on are a gate's neutral text, so `n` stays below it."""
-    if n > PARADETOX_GATE_START:
-        raise ValueError(f"--held-out reads at most {PARADETOX_GATE_START} texts of a kind (gates may read the rest)")
-    shared = shared_data_dir()
-    texts = {}
-    paradetox = paradetox_path()  # the file gates read their rewrites from, pairs before theirs
-    if paradetox is not None:
-        texts[HELD_OUT[0]] = [neutral for _, neutral in read_paradetox_pairs(paradetox)]
-    if shared and (shared / "davidson" / "labeled_data.csv").is_file():
-        tweets = pd.read_csv(shared / "davidson" / "labeled_data.csv")
-        texts[HELD_OUT[1]] = tweets[tweets["class"] == 2]["tweet"].astype(str).tolist()  # in file order
-    return {kind: short_rows(model, items[:n]) for kind, items in texts.items()}
+                                continuation_tokens=continuation_tokens, near_toxic=held_out > 0)
 
 
 def row_losses(model, rows: list[list[int]]) -> Float[np.ndarray, "rows"]:
@@ -85,11 +64,20 @@ def sparing_bos(pairs: list[tuple[str, Callable]]) -> list[tuple[str, Callable]]
     return [(name, wrap(fn)) for name, fn in pairs]
 
 
-def perplexity_ratio(words: Float[np.ndarray, "rows"], base: Float[np.ndarray, "rows"],
+def perplexity_ratio(units: Float[np.ndarray, "rows"], base: Float[np.ndarray, "rows"],
                      steered: Float[np.ndarray, "rows"]) -> tuple[float, float, float]:
-    """Word perplexity with the edit over without, exp((sum steered - sum base) / sum words), and its 95 % interval
-    over resamples of the rows (the same rows for both: paired)."""
-    return paired_bootstrap(words, steered - base, lambda w, d: np.exp(d.sum(-1) / w.sum(-1)))
+    """Perplexity per unit (each row's words or tokens) with the edit over without, exp((sum steered - sum base) /
+    sum units), and its 95 % interval over resamples of the rows (the same rows for both: paired)."""
+    return paired_bootstrap(units, steered - base, lambda w, d: np.exp(d.sum(-1) / w.sum(-1)))
+
+
+def row_units(model, rows: list[list[int]], unit: str) -> Float[np.ndarray, "rows"]:
+    """Each row's count of `unit`: its tokens (each scored after BOS), or its whitespace-separated words (lm-eval's
+    `word_perplexity` unit, the one the budget is stated in; at least 1)."""
+    if unit == "token":
+        return np.array([len(r) for r in rows], float)
+    tokenizer = hf_tokenizer(model)
+    return np.array([max(len(tokenizer.decode(r).split()), 1) for r in rows], float)
 
 
 def main() -> None:
@@ -105,19 +93,17 @@ def main() -> None:
                         help="also each intervention with position 0 (BOS) left unsteered")
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
                         help="also N ParaDetox rewrites and N Davidson 'neither' tweets (text no step reads)")
+    parser.add_argument("--unit", choices=("word", "token"), default="word", help="perplexity per word or per token")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     model = load_model(args.model, device="cpu")
-    rows = panel_rows(model, args.docs, args.prompts, args.continuation_tokens, args.wikitext_tokens)
-    if args.held_out:
-        rows.update(held_out_rows(model, args.held_out))
+    rows = panel_rows(model, args.docs, args.prompts, args.continuation_tokens, args.wikitext_tokens, args.held_out)
     kinds = list(rows)
-    tokenizer = hf_tokenizer(model)
-    words = {name: np.array([max(len(tokenizer.decode(r).split()), 1) for r in rs], float) for name, rs in rows.items()}
+    units = {name: row_units(model, rs, args.unit) for name, rs in rows.items()}
     base = {name: row_losses(model, rs) for name, rs in tqdm(rows.items(), desc="unsteered", unit="kind")}
-    results = {"model": args.model, "texts": {n: len(r) for n, r in rows.items()},
-               "unsteered": {n: float(np.exp(base[n].sum() / words[n].sum())) for n in rows}, "configurations": {}}
-    print(f"{args.model}: word perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
+    results = {"model": args.model, "unit": args.unit, "texts": {n: len(r) for n, r in rows.items()},
+               "unsteered": {n: float(np.exp(base[n].sum() / units[n].sum())) for n in rows}, "configurations": {}}
+    print(f"{args.model}: {args.unit} perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
     print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in kinds) + " | worst |")
     print("|---|" + "---|" * (len(kinds) + 1))
     print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in kinds) + " | - |", flush=True)
@@ -129,7 +115,7 @@ def main() -> None:
         for label, pairs in ((name, hooks), *([(f"{name}, BOS spared", sparing_bos(hooks))] if args.spare_bos else [])):
             with hooks_applied(model, pairs):
                 losses = {n: row_losses(model, rs) for n, rs in tqdm(rows.items(), desc=label, unit="kind")}
-            ratios = {n: perplexity_ratio(words[n], base[n], losses[n]) for n in rows}
+            ratios = {n: perplexity_ratio(units[n], base[n], losses[n]) for n in rows}
             results["configurations"][label] = ratios
             print(panel_line(label, ratios), flush=True)
             if args.json:

@@ -6,7 +6,8 @@ from aura_tl.calibrate import (_perplexity_from_bos, bisect_strength, paragraph_
                                short_rows, wikitext_documents)
 from aura_tl.data import ConceptData
 from aura_tl.learn import learn_intervention
-from aura_tl.retention import CALIBRATION_SLICES, PANEL, PANEL_TOKENS, task_texts
+from aura_tl.retention import (CALIBRATION_NEAR_TEXTS, CALIBRATION_SLICES, NEAR_TOXIC, PANEL, PANEL_TOKENS,
+                               near_toxic_texts, task_texts)
 
 TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed that the reading room needs more "
         "light, and the budget for books will grow next year. ") * 6
@@ -126,6 +127,14 @@ def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data
     text_only = learn_intervention(tiny, data, "linact", **options)  # the default panel: the text alone
     assert set(text_only.metadata["calibration"]["chosen_ppl"]) == {"long windows", "short paragraphs"}
     assert text_only.strength >= iv.strength
+    # near: also calibration's near-toxic texts (rewrites and tweets 500-999), never stronger than full
+    near = learn_intervention(tiny, data, "linact", calibration_panel="near", **options)
+    record = near.metadata["calibration"]
+    assert list(record["chosen_ppl"]) == [*PANEL, *NEAR_TOXIC] and near.strength <= iv.strength
+    for name, ppl in record["chosen_ppl"].items():
+        assert ppl <= record["base_ppl"][name] * 1.01 * (1 + 1e-6)
+    tweets = short_rows(tiny, near_toxic_texts(CALIBRATION_NEAR_TEXTS)[NEAR_TOXIC[1]], PANEL_TOKENS)
+    assert _perplexity_from_bos(tiny, tweets, "word", 8) == pytest.approx(record["base_ppl"][NEAR_TOXIC[1]], rel=1e-4)
 
 
 def test_wikitext_documents_split_at_titles():

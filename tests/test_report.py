@@ -206,27 +206,45 @@ def test_relevance_is_higher_for_a_continuation_that_follows_its_prompt(smol):
 
 
 def test_held_out_kinds_are_paradetox_rewrites_and_davidson_neither_tweets(tiny, shared_data, monkeypatch):
-    """bench/retention_panel.py --held-out: the first N human non-toxic rewrites and the first N tweets labelled
-    'neither' (class 2), read from the raw files by hand here."""
+    """bench/retention_panel.py --held-out: after the panel, the first N human non-toxic rewrites and the first N
+    tweets labelled 'neither' (class 2), read from the raw files by hand here."""
     import csv
 
     import pandas as pd
 
     from aura_tl.models import hf_tokenizer
-    from bench.retention_panel import HELD_OUT, held_out_rows
+    from aura_tl.retention import NEAR_TOXIC, PANEL
+    from bench.retention_panel import panel_rows
 
     monkeypatch.setenv("AURA_SHARED_DATA", str(shared_data))
-    rows = held_out_rows(tiny, 3)
-    assert list(rows) == list(HELD_OUT) and all(len(r) == 3 for r in rows.values())
+    rows = panel_rows(tiny, docs=2, prompts=1, continuation_tokens=3, wikitext_tokens=100, held_out=3)
+    assert list(rows) == [*PANEL, *NEAR_TOXIC] and all(len(rows[kind]) == 3 for kind in NEAR_TOXIC)
     with open(shared_data / "paradetox" / "paradetox.tsv", encoding="utf-8", newline="") as f:
         first = next(csv.DictReader(f, delimiter="\t"))
     tweets = pd.read_csv(shared_data / "davidson" / "labeled_data.csv")
     neither = tweets[tweets["class"] == 2]["tweet"].tolist()[:3]
     decode = hf_tokenizer(tiny).decode
-    assert decode(rows[HELD_OUT[0]][0]).strip() == first["neutral1"].strip()
-    assert [decode(r).strip() for r in rows[HELD_OUT[1]]] == [t.strip() for t in neither]
-    with pytest.raises(ValueError, match="at most 1000"):
-        held_out_rows(tiny, 1001)
+    assert decode(rows[NEAR_TOXIC[0]][0]).strip() == first["neutral1"].strip()
+    assert [decode(r).strip() for r in rows[NEAR_TOXIC[1]]] == [t.strip() for t in neither]
+    with pytest.raises(ValueError, match="at most 500"):
+        panel_rows(tiny, docs=2, prompts=1, continuation_tokens=3, wikitext_tokens=100, held_out=501)
+
+
+def test_retention_panel_states_a_cost_per_token_as_the_same_loss_over_the_row_tokens(tiny):
+    """`--unit token`: a row's tokens are its scored positions; the word unit counts the decoded text's words; the
+    same loss change over more units is a smaller ratio (per word = per token ** (tokens / word))."""
+    from aura_tl.models import hf_tokenizer
+    from bench.retention_panel import perplexity_ratio, row_units
+
+    tokenizer = hf_tokenizer(tiny)
+    rows = [tokenizer("the cat sat down", add_special_tokens=False)["input_ids"],
+            tokenizer("@user lol #tbt http://t.co/x", add_special_tokens=False)["input_ids"]]
+    tokens, words = row_units(tiny, rows, "token"), row_units(tiny, rows, "word")
+    assert list(tokens) == [len(r) for r in rows] and list(words) == [4, 4]
+    base, steered = np.array([10.0, 20.0]), np.array([10.4, 21.0])
+    per_token, per_word = perplexity_ratio(tokens, base, steered)[0], perplexity_ratio(words, base, steered)[0]
+    assert per_token == pytest.approx(np.exp(1.4 / tokens.sum()))
+    assert per_word == pytest.approx(per_token ** (tokens.sum() / 8))
 
 
 def test_retention_panel_has_every_text_and_its_ratio_is_word_perplexity_by_hand(tiny, shared_data, monkeypatch):

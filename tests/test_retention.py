@@ -78,6 +78,24 @@ def test_gates_paradetox_rewrites_come_after_the_held_out_ones(shared_data):
     assert neutral_texts(None, "paradetox:3") == first[PARADETOX_GATE_START:PARADETOX_GATE_START + 3]
 
 
+def test_near_toxic_texts_of_the_report_calibration_and_gates_never_meet(shared_data):
+    """The report's held-out check reads the first texts of each near-toxic kind, calibration's `near` panel the next
+    500, gates' `paradetox:N` from 1000 on."""
+    from aura_tl.neutral_text import neutral_texts
+    from aura_tl.retention import CALIBRATION_NEAR_TEXTS, NEAR_TOXIC, near_toxic_texts
+
+    report = near_toxic_texts(report_slices(10, 500).near_texts)
+    calibration = near_toxic_texts(CALIBRATION_NEAR_TEXTS)
+    assert list(report) == list(calibration) == list(NEAR_TOXIC)
+    assert all(len(report[k]) == 500 and len(calibration[k]) == 500 for k in NEAR_TOXIC)
+    everything = near_toxic_texts(slice(0, 1000))
+    for kind in NEAR_TOXIC:
+        assert everything[kind] == report[kind] + calibration[kind]
+    assert neutral_texts(None, "paradetox:5") == near_toxic_texts(slice(1000, 1005))[NEAR_TOXIC[0]]
+    with pytest.raises(ValueError, match="at most 500 near-toxic"):
+        report_slices(10, 501)
+
+
 def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_data):
     rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, text_tokens=300, tokens=120, prompts=4, continuation_tokens=5)
     assert list(rows) == list(PANEL)

@@ -43,10 +43,11 @@ class CommonOptions:
     # "text" keeps today's default as measured; "full" holds the budget on every kind (aura_tl.retention), and
     # calibrates the default down to lambda 0.44 on SmolLM2 (task-length texts bind): docs/results/retention-panel.md
     calibration_panel: str = option("text", "the texts calibration keeps the budget on: text (the calibration text, "
-                                    "as long windows and as short paragraphs) or full (also PIQA- and "
+                                    "as long windows and as short paragraphs), full (also PIQA- and "
                                     "HellaSwag-length texts and the model's own continuations of non-toxic "
-                                    "prompts, on slices the report never reads: aura_tl.retention)",
-                                    choices=("text", "full"),
+                                    "prompts, on slices the report never reads: aura_tl.retention) or near (full "
+                                    "and near-toxic neutral text: ParaDetox rewrites, Davidson 'neither' tweets)",
+                                    choices=("text", "full", "near"),
                                     learned=lambda options: options.max_ppl_increase is not None)
     gate: str | None = option(None, GATE_HELP, parse=parse_gate)
     gate_options: object | None = internal()  # the chosen gate rule's options object (`Method.options` sets it)
