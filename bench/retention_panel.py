@@ -93,20 +93,27 @@ def main() -> None:
                         help="also each intervention with position 0 (BOS) left unsteered")
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
                         help="also N ParaDetox rewrites and N Davidson 'neither' tweets (text no step reads)")
-    parser.add_argument("--unit", choices=("word", "token"), default="word", help="perplexity per word or per token")
+    parser.add_argument("--unit", choices=("word", "token", "both"), default="word",
+                        help="perplexity per word, per token, or both (a row each)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     model = load_model(args.model, device="cpu")
     rows = panel_rows(model, args.docs, args.prompts, args.continuation_tokens, args.wikitext_tokens, args.held_out)
     kinds = list(rows)
-    units = {name: row_units(model, rs, args.unit) for name, rs in rows.items()}
+    unit_names = ("word", "token") if args.unit == "both" else (args.unit,)
+    units = {unit: {name: row_units(model, rs, unit) for name, rs in rows.items()} for unit in unit_names}
     base = {name: row_losses(model, rs) for name, rs in tqdm(rows.items(), desc="unsteered", unit="kind")}
-    results = {"model": args.model, "unit": args.unit, "texts": {n: len(r) for n, r in rows.items()},
-               "unsteered": {n: float(np.exp(base[n].sum() / units[n].sum())) for n in rows}, "configurations": {}}
-    print(f"{args.model}: {args.unit} perplexity ratio to unsteered (95 % CI over the texts of each kind)\n")
+    results = {"model": args.model, "unit": unit_names[0], "texts": {n: len(r) for n, r in rows.items()},
+               "configurations": {}}
+    print(f"{args.model}: perplexity ratio to unsteered per {' and per '.join(unit_names)} "
+          f"(95 % CI over the texts of each kind)\n")
     print("| configuration | " + " | ".join(f"{n} ({results['texts'][n]})" for n in kinds) + " | worst |")
     print("|---|" + "---|" * (len(kinds) + 1))
-    print("| unsteered (ppl) | " + " | ".join(f"{results['unsteered'][n]:.2f}" for n in kinds) + " | - |", flush=True)
+    for unit in unit_names:
+        results["unsteered" if unit == unit_names[0] else f"unsteered per {unit}"] = {
+            n: float(np.exp(base[n].sum() / units[unit][n].sum())) for n in rows}
+        print(f"| unsteered (ppl per {unit}) | " + " | ".join(f"{np.exp(base[n].sum() / units[unit][n].sum()):.2f}"
+                                                           for n in kinds) + " | - |", flush=True)
     for spec in args.intervention:  # each row is printed (and the JSON rewritten) as soon as it is measured
         name, _, path = spec.partition("=")
         path, _, strength = path.partition("@")
@@ -115,9 +122,11 @@ def main() -> None:
         for label, pairs in ((name, hooks), *([(f"{name}, BOS spared", sparing_bos(hooks))] if args.spare_bos else [])):
             with hooks_applied(model, pairs):
                 losses = {n: row_losses(model, rs) for n, rs in tqdm(rows.items(), desc=label, unit="kind")}
-            ratios = {n: perplexity_ratio(units[n], base[n], losses[n]) for n in rows}
-            results["configurations"][label] = ratios
-            print(panel_line(label, ratios), flush=True)
+            for unit in unit_names:
+                ratios = {n: perplexity_ratio(units[unit][n], base[n], losses[n]) for n in rows}
+                named = label if unit == unit_names[0] else f"{label} (per {unit})"
+                results["configurations"][named] = ratios
+                print(panel_line(named, ratios), flush=True)
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1))
 
