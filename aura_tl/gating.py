@@ -227,7 +227,7 @@ class ProbeGate(GateRule):
 
 TOKEN_POSITIONS = 16  # positions read per text (evenly spread, first and last included)
 # neutral text sources with a count, declared once (their readers: aura_tl.neutral_text.READERS)
-NEUTRAL_SOURCES = ("own", "wikitext", "piqa", "hellaswag", "continued", "paradetox")
+NEUTRAL_SOURCES = ("own", "wikitext", "piqa", "hellaswag", "continued", "paradetox", "davidson")
 COUNTED_SOURCE = re.compile(rf"({'|'.join(NEUTRAL_SOURCES)}):(\d+)")
 SOURCE_NAMES = ", ".join(f"{name}:N" for name in NEUTRAL_SOURCES)
 
@@ -293,8 +293,8 @@ class TokenGateOptions:
     gate_neutral: str = option("own:256,wikitext:300", "neutral text the token gate learns to stay closed on, "
                                "beside the non-toxic sentences: own:N (the model's own samples), wikitext:N, piqa:N, "
                                "hellaswag:N (task-length texts no report reads), continued:N (learn prompts continued "
-                               "by the model), paradetox:N (human non-toxic rewrites), a file "
-                               "(a text a line), none (aura_tl.neutral_text)")
+                               "by the model), paradetox:N (human non-toxic rewrites), davidson:N (tweets labelled "
+                               "'neither'), a file (a text a line), none (aura_tl.neutral_text)")
 
     def __post_init__(self) -> None:
         if not self.gate_token_l2 >= 0:

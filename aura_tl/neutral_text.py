@@ -1,6 +1,6 @@
 """Neutral text a learned gate is fitted to stay closed on: the model's own samples from BOS (text in its own
 distribution, which needs no data and covers the styles a user brings: instructions, how-tos, prose), WikiText-2
-paragraphs, task-length texts, continued prompts and polite rewrites, each from a part no report or calibration reads.
+paragraphs, task-length texts, continued prompts, polite rewrites and tweets, each from a part no report or calibration reads.
 
 A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens
 (top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is
@@ -10,7 +10,8 @@ neither the report nor calibration reads (at most 500; skipped with a warning wh
 non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own continuations,
 which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text on a toxic
 sentence's subject) from pair `PARADETOX_GATE_START` on (the report's held-out check and calibration read the pairs
-before it: `aura_tl.retention`); any other item is a text file, one text per non-empty line; `none` is nothing.
+before it: `aura_tl.retention`); `davidson:N` is N Davidson tweets labelled "neither" (chat-like text, where every gate
+opens) from the same index on; any other item is a text file, one text per non-empty line; `none` is nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
-from aura_tl.data import read_paradetox_pairs
 from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_TASK_DOCS, nontoxic_prompts, own_continuations,
-                               paradetox_path, task_texts)
+from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_TASK_DOCS, NEAR_TOXIC, near_toxic_texts, nontoxic_prompts,
+                               own_continuations, task_texts)
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
@@ -88,14 +88,14 @@ def continued_neutral(model, n: int) -> list[str]:
     return own_continuations(model, prompts)
 
 
-def paradetox_neutral(n: int) -> list[str]:
-    """`n` ParaDetox non-toxic rewrites from pair `PARADETOX_GATE_START` on; [] with a warning when not local."""
-    found = paradetox_path()
-    if found is None:
-        log.warning("no local ParaDetox found (set AURA_TL_PARADETOX): the gate's neutral text leaves it out")
+def near_toxic_neutral(kind: str, n: int) -> list[str]:
+    """`n` texts of the near-toxic `kind` (`aura_tl.retention.NEAR_TOXIC`) from `GATE_NEAR_TEXTS_START` on, after
+    the report's held-out and calibration's; [] with a warning when not local."""
+    texts = near_toxic_texts(slice(GATE_NEAR_TEXTS_START, GATE_NEAR_TEXTS_START + n)).get(kind)
+    if texts is None:
+        log.warning("no local %s found: the gate's neutral text leaves them out", kind)
         return []
-    pairs = read_paradetox_pairs(found)[PARADETOX_GATE_START:PARADETOX_GATE_START + n]
-    return [neutral for _, neutral in pairs]
+    return texts
 
 
 # each counted source's texts from (model, N, seed, progress); the names are declared in aura_tl.gating
@@ -105,7 +105,8 @@ READERS: dict[str, Callable[..., list[str]]] = {
     "piqa": lambda model, n, seed, progress: task_neutral("piqa", n),
     "hellaswag": lambda model, n, seed, progress: task_neutral("hellaswag", n),
     "continued": lambda model, n, seed, progress: continued_neutral(model, n),
-    "paradetox": lambda model, n, seed, progress: paradetox_neutral(n),
+    "paradetox": lambda model, n, seed, progress: near_toxic_neutral(NEAR_TOXIC[0], n),
+    "davidson": lambda model, n, seed, progress: near_toxic_neutral(NEAR_TOXIC[1], n),
 }
 
 

@@ -91,7 +91,9 @@ def test_near_toxic_texts_of_the_report_calibration_and_gates_never_meet(shared_
     everything = near_toxic_texts(slice(0, 1000))
     for kind in NEAR_TOXIC:
         assert everything[kind] == report[kind] + calibration[kind]
-    assert neutral_texts(None, "paradetox:5") == near_toxic_texts(slice(1000, 1005))[NEAR_TOXIC[0]]
+    gates = near_toxic_texts(slice(1000, 1005))
+    assert neutral_texts(None, "paradetox:5") == gates[NEAR_TOXIC[0]]
+    assert neutral_texts(None, "davidson:5") == gates[NEAR_TOXIC[1]]
     with pytest.raises(ValueError, match="at most 500 near-toxic"):
         report_slices(10, 501)
 
