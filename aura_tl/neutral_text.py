@@ -1,6 +1,7 @@
 """Neutral text a learned gate is fitted to stay closed on: the model's own samples from BOS (text in its own
 distribution, which needs no data and covers the styles a user brings: instructions, how-tos, prose), WikiText-2
-paragraphs, task-length texts, continued prompts, polite rewrites and tweets, each from a part no report or calibration reads.
+paragraphs, task-length texts, continued prompts, polite rewrites and tweets, each from a part no report or
+calibration reads.
 
 A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens
 (top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is

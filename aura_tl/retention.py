@@ -44,7 +44,7 @@ REPORT_WIKITEXT_DOCS = slice(0, 10)
 NEAR_TOXIC = ("ParaDetox rewrites", "Davidson neither")
 HELD_OUT_NEAR_TEXTS = 500  # the report's held-out check reads at most the first 500 of each near-toxic kind
 CALIBRATION_NEAR_TEXTS = slice(HELD_OUT_NEAR_TEXTS, 1000)
-GATE_NEAR_TEXTS_START = CALIBRATION_NEAR_TEXTS.stop  # a gate's near-toxic neutral text (`paradetox:N`) from here on
+GATE_NEAR_TEXTS_START = CALIBRATION_NEAR_TEXTS.stop  # gates' `paradetox:N` / `davidson:N` from here on
 
 
 @dataclass(frozen=True)
