@@ -135,6 +135,12 @@ def short_rows(model, texts: list[str], max_tokens: int | None = None, row_token
     return rows
 
 
+def words_per_row(model, rows: list[list[int]]) -> list[int]:
+    """Each token row's whitespace-separated words as decoded: lm-eval's `word_perplexity` unit, the budget's."""
+    tokenizer = hf_tokenizer(model)
+    return [len(tokenizer.decode(r).split()) for r in rows]
+
+
 def _perplexity_from_bos(model, rows: list[list[int]], unit: str, batch_size: int) -> float:
     """exp(mean -log p) of every token of every row, each row read after BOS (see `token_logprobs_from_bos`)."""
     if unit not in ("token", "word"):
@@ -146,8 +152,7 @@ def _perplexity_from_bos(model, rows: list[list[int]], unit: str, batch_size: in
     total = -sum(float(p.astype(np.float64).sum()) for p in picked)
     if unit == "token":
         return math.exp(total / sum(len(r) for r in rows))
-    tokenizer = hf_tokenizer(model)
-    words = sum(len(tokenizer.decode(r).split()) for r in rows)
+    words = sum(words_per_row(model, rows))
     if words == 0:
         raise ValueError("the calibration text has no words")
     return math.exp(total / words)

@@ -185,6 +185,12 @@ def read_paradetox_pairs(path: str | Path) -> list[tuple[str, str]]:
     return list(zip(texts[0::2], texts[1::2]))
 
 
+def read_davidson_neither(path: str | Path) -> list[str]:
+    """The tweets of a Davidson et al. (2017) CSV labelled "neither" (class 2: not toxic), in file order."""
+    texts, labels = _rows_davidson(_read_table(Path(path)))
+    return [text for text, label in zip(texts, labels) if label == 0]
+
+
 def _rows_text_label(df: pd.DataFrame) -> tuple[list[str], list[int]]:
     return df["text"].astype(str).tolist(), labels_of(df, "label").tolist()
 

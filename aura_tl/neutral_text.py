@@ -10,7 +10,7 @@ the PIQA- / HellaSwag-length texts (context and gold answer) of N validation doc
 neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
 non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own continuations,
 which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text on a toxic
-sentence's subject) from pair `PARADETOX_GATE_START` on (the report's held-out check and calibration read the pairs
+sentence's subject) from pair `GATE_NEAR_TEXTS_START` (1000) on (the report's held-out check and calibration read the pairs
 before it: `aura_tl.retention`); `davidson:N` is N Davidson tweets labelled "neither" (chat-like text, where every gate
 opens) from the same index on; any other item is a text file, one text per non-empty line; `none` is nothing.
 """
@@ -34,7 +34,6 @@ from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_TASK_DOCS, NEAR_TOXIC
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
 WIKITEXT_NEUTRAL_DOCS = slice(40, None)  # after the report's (0-9) and calibration's (20-39) documents
-PARADETOX_GATE_START = GATE_NEAR_TEXTS_START  # the pairs before it are the report's held-out and calibration's
 
 
 def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0, batch_size: int = 64,
@@ -92,7 +91,7 @@ def continued_neutral(model, n: int) -> list[str]:
 def near_toxic_neutral(kind: str, n: int) -> list[str]:
     """`n` texts of the near-toxic `kind` (`aura_tl.retention.NEAR_TOXIC`) from `GATE_NEAR_TEXTS_START` on, after
     the report's held-out and calibration's; [] with a warning when not local."""
-    texts = near_toxic_texts(slice(GATE_NEAR_TEXTS_START, GATE_NEAR_TEXTS_START + n)).get(kind)
+    texts = near_toxic_texts(slice(GATE_NEAR_TEXTS_START, GATE_NEAR_TEXTS_START + n), (kind,)).get(kind)
     if texts is None:
         log.warning("no local %s found: the gate's neutral text leaves them out", kind)
         return []

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aura_tl.calibrate import WIKITEXT_DOCS, paragraphs, short_rows, wikitext_slice, window_rows
-from aura_tl.data import read_jsonl, read_paradetox_pairs, rtp_records
+from aura_tl.data import read_davidson_neither, read_jsonl, read_paradetox_pairs, rtp_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer
 from aura_tl.paths import local_data_path
@@ -118,19 +118,17 @@ def davidson_path() -> Path | None:
     return local_data_path(None, "AURA_TL_DAVIDSON", "davidson/labeled_data.csv", name="davidson_path")
 
 
-def near_toxic_texts(texts: slice) -> dict[str, list[str]]:
-    """The `NEAR_TOXIC` texts `texts` of each kind (in file order): ParaDetox's first non-empty non-toxic rewrite of
-    each pair, Davidson tweets of class 2 ("neither"); a kind without local data is left out."""
+def near_toxic_texts(texts: slice, kinds: tuple[str, ...] = NEAR_TOXIC) -> dict[str, list[str]]:
+    """The texts `texts` (in file order) of each near-toxic kind of `kinds`: ParaDetox's first non-empty non-toxic
+    rewrite of each pair, Davidson tweets of class 2 ("neither"); a kind without local data is left out."""
+    readers = {NEAR_TOXIC[0]: (paradetox_path, lambda path: [neutral for _, neutral in read_paradetox_pairs(path)]),
+               NEAR_TOXIC[1]: (davidson_path, read_davidson_neither)}
     found = {}
-    paradetox = paradetox_path()
-    if paradetox is not None:
-        found[NEAR_TOXIC[0]] = [neutral for _, neutral in read_paradetox_pairs(paradetox)[texts]]
-    davidson = davidson_path()
-    if davidson is not None:
-        import pandas as pd
-
-        tweets = pd.read_csv(davidson)
-        found[NEAR_TOXIC[1]] = tweets[tweets["class"] == 2]["tweet"].astype(str).tolist()[texts]
+    for kind in kinds:
+        locate, read = readers[kind]
+        path = locate()
+        if path is not None:
+            found[kind] = read(path)[texts]
     return found
 
 

@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from aura_tl import retention
 from aura_tl.backends import hooks_applied
-from aura_tl.calibrate import token_logprobs_from_bos
+from aura_tl.calibrate import token_logprobs_from_bos, words_per_row
 from aura_tl.intervention import Intervention
-from aura_tl.models import hf_tokenizer, load_model
+from aura_tl.models import load_model
 from aura_tl.retention import report_slices
 from bench.results.paired import paired_bootstrap
 
@@ -76,8 +76,7 @@ def row_units(model, rows: list[list[int]], unit: str) -> Float[np.ndarray, "row
     `word_perplexity` unit, the one the budget is stated in; at least 1)."""
     if unit == "token":
         return np.array([len(r) for r in rows], float)
-    tokenizer = hf_tokenizer(model)
-    return np.array([max(len(tokenizer.decode(r).split()), 1) for r in rows], float)
+    return np.maximum(np.array(words_per_row(model, rows), float), 1.0)
 
 
 def main() -> None:

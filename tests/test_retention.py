@@ -69,13 +69,14 @@ def test_gates_neutral_continuations_continue_learn_prompts_greedily(tiny, share
 def test_gates_paradetox_rewrites_come_after_the_held_out_ones(shared_data):
     import csv
 
-    from aura_tl.neutral_text import PARADETOX_GATE_START, neutral_texts
+    from aura_tl.neutral_text import neutral_texts
+    from aura_tl.retention import GATE_NEAR_TEXTS_START
 
     with open(shared_data / "paradetox" / "paradetox.tsv", encoding="utf-8", newline="") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t")
                 if r["toxic"].strip() and any((r.get(c) or "").strip() for c in ("neutral1", "neutral2", "neutral3"))]
     first = [next(r[c] for c in ("neutral1", "neutral2", "neutral3") if (r.get(c) or "").strip()) for r in rows]
-    assert neutral_texts(None, "paradetox:3") == first[PARADETOX_GATE_START:PARADETOX_GATE_START + 3]
+    assert neutral_texts(None, "paradetox:3") == first[GATE_NEAR_TEXTS_START:GATE_NEAR_TEXTS_START + 3]
 
 
 def test_near_toxic_texts_of_the_report_calibration_and_gates_never_meet(shared_data):
