@@ -5,7 +5,10 @@ edit's on toxic text and the unsteered model's on neutral text. A fitted gate an
 toxic?"; a tuned one "does the edit here change what the model says where it should, and only there?".
 
 Loss per step, KL(teacher || gated) per position, averaged over the positions each part weighs:
-    toxic sentences, their later half (as the token gate's toxic rows):   teacher = the ungated edit at `strength`
+    toxic text (`gate_tune_toxic`):                         teacher = the ungated edit at `strength`
+        concept: the concept data's toxic sentences, their later half (as the token gate's toxic rows)
+        on-policy: the model's own continuations of `learn` prompts scored toxic, after their prompt, from the
+        prompt's last position on (where the edit has to act: the next tokens the model was about to say)
     + keep x neutral text, every position (non-toxic sentences, own samples, WikiText): teacher = the unsteered model
 The same concept data and neutral text as the fitted gate; no text the report or calibration reads.
 """
@@ -13,10 +16,12 @@ The same concept data and neutral text as the fitted gate; no text the report or
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -25,11 +30,13 @@ from tqdm.auto import trange
 
 from aura_tl.backends import backend_of, hooks_applied
 from aura_tl.calibrate import short_rows
+from aura_tl.data import read_jsonl
 from aura_tl.gating import TokenGate, TokenGateOptions, gate_value, gated_hook, register_gate
 from aura_tl.hooks import last_block
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
-from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
+from aura_tl.models import cache_dir, hf_tokenizer, pad_token_id, start_token_id
+from aura_tl.onpolicy import build_onpolicy_data
 from aura_tl.options import option
 from aura_tl.responses import Batch, make_batch
 
@@ -50,10 +57,61 @@ class Tuning:
     seed: int
 
 
+@dataclass(frozen=True)
+class LossRows:
+    """Token rows (BOS first) and, per row, the first position whose next-token loss counts."""
+
+    rows: list[list[int]]
+    starts: list[int]
+
+
 def rows_from_bos(model, texts: list[str], max_tokens: int) -> list[list[int]]:
     """Each text as BOS + its first `max_tokens` tokens (empty texts dropped), as calibration reads short texts."""
     bos = start_token_id(hf_tokenizer(model))
     return [[bos, *row] for row in short_rows(model, texts, row_tokens=max_tokens)]
+
+
+def later_halves(model, texts: list[str], max_tokens: int) -> LossRows:
+    """Texts from BOS, the loss on each row's later half of positions (as the token gate's toxic rows)."""
+    rows = rows_from_bos(model, texts, max_tokens)
+    return LossRows(rows, [len(row) // 2 for row in rows])
+
+
+def continuations(model, pairs: list[tuple[str, str]], max_tokens: int) -> LossRows:
+    """Each (prompt, continuation) as BOS + prompt + continuation (at most `max_tokens` after BOS: the prompt cut
+    from its start, then the continuation from its end), the loss from the prompt's last position on: the position
+    that predicts the continuation's first token. A continuation stored stripped gets back its leading space."""
+    tokenizer = hf_tokenizer(model)
+    bos, rows, starts = start_token_id(tokenizer), [], []
+    for prompt, continuation in pairs:
+        if not continuation.strip():
+            continue
+        head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        joined = tokenizer(prompt + " " + continuation.lstrip(), add_special_tokens=False)["input_ids"]
+        if not head or joined[:len(head)] != head:
+            continue  # the prompt's tokens merged into the continuation's: no clean boundary
+        cut = max(0, min(len(joined) - max_tokens, len(head) - 1))
+        rows.append([bos, *joined[cut:cut + max_tokens]])
+        starts.append(len(head) - cut)
+    return LossRows(rows, starts)
+
+
+def onpolicy_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
+    """The toxic (prompt, continuation) pairs of `source`: `onpolicy:N` builds (or reuses, in the cache dir) the
+    model's N continuations of each `learn` prompt (`aura_tl.onpolicy`), a path reads an `aura-tl onpolicy` file."""
+    counted = re.fullmatch(r"onpolicy:(\d+)", source)
+    if counted:
+        name = re.sub(r"[^\w.-]+", "_", str(model.cfg.model_name))
+        path = build_onpolicy_data(model, cache_dir() / "onpolicy" / f"{name}-learn-{counted[1]}.jsonl",
+                                   samples=int(counted[1]), progress=progress)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"gate_tune_toxic {source!r} is neither concept, onpolicy:N nor a file")
+    rows = read_jsonl(path)
+    if rows and not {"prompt", "text", "label"} <= set(rows[0]):
+        raise ValueError(f"{path}: not an `aura-tl onpolicy` file (rows need prompt, text and label)")
+    return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 1]
 
 
 def padded(rows: list[list[int]], pad: int, device) -> Batch:
@@ -61,10 +119,10 @@ def padded(rows: list[list[int]], pad: int, device) -> Batch:
     return make_batch(rows, [[True] * len(row) for row in rows], pad, device)
 
 
-def later_half(mask: Float[Tensor, "b p"]) -> Float[Tensor, "b p"]:
-    """The mask kept only on each row's later half of real positions."""
-    lengths = mask.sum(1, keepdim=True)
-    return mask * (torch.arange(mask.shape[1], device=mask.device)[None] >= (lengths / 2).floor())
+def counted_from(mask: Float[Tensor, "b p"], starts: list[int]) -> Float[Tensor, "b p"]:
+    """The mask kept only from each row's start on."""
+    first = torch.tensor(starts, device=mask.device)[:, None]
+    return mask * (torch.arange(mask.shape[1], device=mask.device)[None] >= first)
 
 
 def mean_kl(teacher: Float[Tensor, "b p v"], student: Float[Tensor, "b p v"], weights: Float[Tensor, "b p"]) -> Tensor:
@@ -115,24 +173,29 @@ class _Gates(torch.nn.Module):
 
 
 class _Texts:
-    """Token rows handed out in seeded shuffled passes."""
+    """Token rows and their starts handed out in seeded shuffled passes."""
 
-    def __init__(self, rows: list[list[int]], seed: int):
-        self.rows, self.passes = rows, ShuffledPasses(len(rows), seed)
+    def __init__(self, rows: LossRows, seed: int):
+        self.rows, self.starts, self.passes = rows.rows, rows.starts, ShuffledPasses(len(rows.rows), seed)
 
-    def take(self, k: int) -> list[list[int]]:
-        return [self.rows[i] for i in self.passes.take(k)]
+    def take(self, k: int) -> tuple[list[list[int]], list[int]]:
+        picked = self.passes.take(k)
+        return [self.rows[i] for i in picked], [self.starts[i] for i in picked]
 
 
-def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]], toxic: list[str],
+def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]], toxic: list[str] | LossRows,
                neutral: list[str], tuning: Tuning, *, progress: bool = True) -> tuple[dict[str, dict[str, Tensor]], dict]:
     """Tuned `gate_w`, `gate_b` per hook, from the `fitted` ones, for the ungated hook functions `edits` (at
-    `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds)."""
+    `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds). `toxic`:
+    sentences (their later half counts) or rows with their own starts."""
     started = time.perf_counter()
     device = model.cfg.device
     pad = pad_token_id(hf_tokenizer(model))
-    toxic_rows = _Texts(rows_from_bos(model, toxic, tuning.max_tokens), tuning.seed)
-    neutral_rows = _Texts(rows_from_bos(model, neutral, tuning.max_tokens), tuning.seed + 1)
+    if not isinstance(toxic, LossRows):
+        toxic = later_halves(model, toxic, tuning.max_tokens)
+    neutral_all = rows_from_bos(model, neutral, tuning.max_tokens)
+    toxic_rows, neutral_rows = _Texts(toxic, tuning.seed), _Texts(LossRows(neutral_all, [0] * len(neutral_all)),
+                                                                  tuning.seed + 1)
     if not toxic_rows.rows or not neutral_rows.rows:
         raise ValueError("tuning gates needs toxic and neutral texts")
     names = list(fitted)
@@ -146,7 +209,7 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
     with frozen(model), torch.inference_mode(False):
         bar = trange(tuning.steps, desc="tuning gates", disable=not progress)
         for _ in bar:
-            tox, neu = toxic_rows.take(tuning.batch), neutral_rows.take(tuning.batch)
+            (tox, starts), (neu, _) = toxic_rows.take(tuning.batch), neutral_rows.take(tuning.batch)
             batch = padded(tox + neu, pad, device)
             tokens, attention, mask = batch.tokens, batch.attention_mask, batch.attention_mask.float()
             k = len(tox)
@@ -156,7 +219,7 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
                 unsteered = model(tokens[k:], attention_mask=attention[k:]).float().log_softmax(-1)
             with torch.enable_grad(), hooks_applied(model, student):
                 gated_logp = model(tokens, attention_mask=attention).float().log_softmax(-1)
-                toxic_loss = mean_kl(steered, gated_logp[:k], later_half(mask[:k]))
+                toxic_loss = mean_kl(steered, gated_logp[:k], counted_from(mask[:k], starts))
                 neutral_loss = mean_kl(unsteered, gated_logp[k:], mask[k:])
                 loss = toxic_loss + tuning.keep * neutral_loss
                 optimiser.zero_grad()
@@ -187,11 +250,16 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
         log.warning("the edit changes nothing at strength %g: the gates are left as fitted", strength)
         return intervention
     fitted = {hook: {k: intervention.tensors[hook][k] for k in TUNED_TENSORS} for hook in edits}
-    toxic = [t for t, label in zip(data.texts, data.labels) if label == 1]
     neutral = [t for t, label in zip(data.texts, data.labels) if label == 0]
+    if options.gate_tune_toxic == "concept":
+        toxic = [t for t, label in zip(data.texts, data.labels) if label == 1]
+    else:
+        toxic = continuations(model, onpolicy_pairs(model, options.gate_tune_toxic, progress=progress),
+                              options.gate_tune_tokens)
     tuning = Tuning(strength, options.gate_tune_steps, options.gate_tune_lr, options.gate_tune_keep,
                     options.gate_tune_batch, options.gate_tune_tokens, int(intervention.metadata.get("options", {}).get("seed", 0)))
     tensors, record = tune_gates(model, edits, fitted, toxic, neutral, tuning, progress=progress)
+    record = {**record, "toxic_text": options.gate_tune_toxic}
     named = {hook: {**values, **tensors.get(hook, {})} for hook, values in intervention.tensors.items()}
     metadata = {**intervention.metadata, "gate": {**intervention.metadata["gate"], "tuned": record}}
     return Intervention(intervention.method, named, intervention.shape, metadata, intervention.strength)
@@ -211,6 +279,10 @@ class TunedGateOptions(TokenGateOptions):
                                                     "(default: the intervention's learned strength)")
     gate_tune_batch: int = option(8, "toxic and neutral texts per tuning step, each (gate=tuned)")
     gate_tune_tokens: int = option(48, "tokens read per text while tuning (gate=tuned)")
+    gate_tune_toxic: str = option("concept", "toxic text the tuned gate learns to open on: concept (the concept "
+                                  "data's toxic sentences, their later half), onpolicy:N (the model's own N "
+                                  "continuations of each learn prompt, those scored toxic, from the prompt's last "
+                                  "token on), or an `aura-tl onpolicy` file (gate=tuned)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -221,6 +293,9 @@ class TunedGateOptions(TokenGateOptions):
             raise ValueError(f"gate_tune_lr must be > 0, got {self.gate_tune_lr}")
         if not self.gate_tune_keep >= 0:
             raise ValueError(f"gate_tune_keep must be >= 0, got {self.gate_tune_keep}")
+        toxic = str(self.gate_tune_toxic)
+        if toxic != "concept" and not re.fullmatch(r"onpolicy:[1-9]\d*", toxic) and not Path(toxic).is_file():
+            raise ValueError(f"gate_tune_toxic must be concept, onpolicy:N (N >= 1) or a file, got {toxic!r}")
         if self.gate_tune_strength is not None and not self.gate_tune_strength > 0:
             raise ValueError(f"gate_tune_strength must be > 0, got {self.gate_tune_strength}")
 

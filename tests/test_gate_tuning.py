@@ -4,6 +4,7 @@ and a learned file carries its record and steers as sigmoid(w . a + b) written o
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import pytest
@@ -12,9 +13,14 @@ from toy_concept import toy_concept
 
 from aura_tl.backends import hooks_applied
 from aura_tl.gate_tuning import (
+    LossRows,
     Tuning,
-    later_half,
+    TunedGateOptions,
+    continuations,
+    counted_from,
+    later_halves,
     mean_kl,
+    onpolicy_pairs,
     padded,
     rows_from_bos,
     tune_gates,
@@ -43,15 +49,49 @@ def test_rows_padding_and_later_half_by_hand(tiny):
     assert tokens.tolist() == [[9, 1, 2, 3, 4], [9, 5, 6, 0, 0]]
     assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
     # a row of 5 keeps positions 2-4, a row of 3 keeps 1-2
-    assert later_half(mask).tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert counted_from(mask, [2, 1]).tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]
     built = rows_from_bos(tiny, ["hello there world", ""], max_tokens=2)
     assert built == [[start_token_id(hf_tokenizer(tiny)),
                       *hf_tokenizer(tiny)("hello there world", add_special_tokens=False)["input_ids"][:2]]]
+    halves = later_halves(tiny, ["hello there world", "a b c d e f"], max_tokens=16)
+    assert halves.starts == [len(row) // 2 for row in halves.rows]
+
+
+def test_continuations_count_from_the_prompts_last_token(tiny):
+    tokenizer = hf_tokenizer(tiny)
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    bos = start_token_id(tokenizer)
+    head, joined = ids("So he said you are"), ids("So he said you are a total idiot and")
+    assert joined[:len(head)] == head and len(joined) > len(head) + 2
+    made = continuations(tiny, [("So he said you are", "a total idiot and")], max_tokens=64)
+    assert made.rows == [[bos, *joined]] and made.starts == [len(head)]  # position len(head) is the prompt's last
+    # too long: the prompt loses its first tokens, the start moves with them, the continuation stays whole
+    short = continuations(tiny, [("So he said you are", "a total idiot and")], max_tokens=len(joined) - 2)
+    assert short.rows == [[bos, *joined[2:]]] and short.starts == [len(head) - 2]
+    # an empty continuation gives no row
+    assert continuations(tiny, [("So he said you are", "")], max_tokens=64).rows == []
+
+
+def test_onpolicy_pairs_read_the_toxic_rows_of_a_file(tiny, tmp_path):
+    path = tmp_path / "onpolicy.jsonl"
+    rows = [{"text": "you idiot", "label": 1, "score": 0.9, "prompt": "He said"},
+            {"text": "hello", "label": 0, "score": 0.1, "prompt": "She said"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert onpolicy_pairs(tiny, str(path)) == [("He said", "you idiot")]
+    assert TunedGateOptions(gate_tune_toxic=str(path)).gate_tune_toxic == str(path)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"text": "x", "label": 1}) + "\n")
+    with pytest.raises(ValueError, match="aura-tl onpolicy"):
+        onpolicy_pairs(tiny, str(other))
+    for bad in ("onpolicy:0", "onpolicy", "nothing.jsonl"):
+        with pytest.raises(ValueError, match="gate_tune_toxic"):
+            TunedGateOptions(gate_tune_toxic=bad)
 
 
 def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
     """The tuning loss with `gates` on every text at once (what `tune_gates` reads a batch at a time)."""
-    tox, neu = rows_from_bos(model, toxic, 16), rows_from_bos(model, neutral, 16)
+    toxic = toxic if isinstance(toxic, LossRows) else later_halves(model, toxic, 16)
+    tox, neu = toxic.rows, rows_from_bos(model, neutral, 16)
     batch = padded(tox + neu, start_token_id(hf_tokenizer(model)), "cpu")
     tokens, attention, mask = batch.tokens, batch.attention_mask, batch.attention_mask.float()
     k = len(tox)
@@ -63,7 +103,7 @@ def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
         unsteered = model(tokens[k:], attention_mask=attention[k:]).log_softmax(-1)
         with hooks_applied(model, hooks):
             gated = model(tokens, attention_mask=attention).log_softmax(-1)
-    toxic_part = float(mean_kl(steered, gated[:k], later_half(mask[:k])))
+    toxic_part = float(mean_kl(steered, gated[:k], counted_from(mask[:k], toxic.starts)))
     neutral_part = float(mean_kl(unsteered, gated[k:], mask[k:]))
     return toxic_part + keep * neutral_part, toxic_part, neutral_part
 
@@ -88,6 +128,25 @@ def test_tuning_lowers_the_loss_it_optimises(tiny, keep):
         assert after[2] >= before[2] - 1e-6
     assert set(tuned) == set(fitted) and not torch.equal(tuned[iv.hook_names[0]]["gate_w"],
                                                          fitted[iv.hook_names[0]]["gate_w"])
+
+
+def test_tuning_on_continuations_lowers_their_loss(tiny):
+    data = toy_concept(8)
+    iv = learn_intervention(tiny, data, "linact", max_ppl_increase="none", gate="token", gate_neutral="none",
+                            strength=2, progress=False)
+    edits = {h: hook_function(iv.spec, None, t, 2.0, iv.metadata) for h, t in iv.tensors.items()}
+    fitted = {h: {"gate_w": torch.zeros_like(t["gate_w"]), "gate_b": torch.zeros(1)} for h, t in iv.tensors.items()}
+    toxic = [t for t, y in zip(data.texts, data.labels) if y == 1]
+    neutral = [t for t, y in zip(data.texts, data.labels) if y == 0]
+    pairs = continuations(tiny, [(" ".join(t.split()[:3]), " ".join(t.split()[3:])) for t in toxic], 16)
+    assert pairs.rows and any(start > 1 for start in pairs.starts)
+    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0)
+    tuned, record = tune_gates(tiny, edits, fitted, pairs, neutral, tuning, progress=False)
+    before = fixed_batch_loss(tiny, edits, fitted, pairs, neutral, 0.0)
+    after = fixed_batch_loss(tiny, edits, tuned, pairs, neutral, 0.0)
+    # the loss it records is the one by hand over the continuations' positions, and tuning lowers it
+    assert record["loss"]["toxic"]["first"] == pytest.approx(before[1], rel=1e-3)
+    assert after[1] < 0.9 * before[1]
 
 
 def test_tuned_rule_end_to_end(tiny, tmp_path):
