@@ -183,8 +183,9 @@ class _Texts:
         return [self.rows[i] for i in picked], [self.starts[i] for i in picked]
 
 
-def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]], toxic: list[str] | LossRows,
-               neutral: list[str], tuning: Tuning, *, progress: bool = True) -> tuple[dict[str, dict[str, Tensor]], dict]:
+def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]],
+               toxic: list[str] | LossRows, neutral: list[str], tuning: Tuning, *,
+               progress: bool = True) -> tuple[dict[str, dict[str, Tensor]], dict]:
     """Tuned `gate_w`, `gate_b` per hook, from the `fitted` ones, for the ungated hook functions `edits` (at
     `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds). `toxic`:
     sentences (their later half counts) or rows with their own starts."""
@@ -257,7 +258,8 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
         toxic = continuations(model, onpolicy_pairs(model, options.gate_tune_toxic, progress=progress),
                               options.gate_tune_tokens)
     tuning = Tuning(strength, options.gate_tune_steps, options.gate_tune_lr, options.gate_tune_keep,
-                    options.gate_tune_batch, options.gate_tune_tokens, int(intervention.metadata.get("options", {}).get("seed", 0)))
+                    options.gate_tune_batch, options.gate_tune_tokens,
+                    int(intervention.metadata.get("options", {}).get("seed", 0)))
     tensors, record = tune_gates(model, edits, fitted, toxic, neutral, tuning, progress=progress)
     record = {**record, "toxic_text": options.gate_tune_toxic}
     named = {hook: {**values, **tensors.get(hook, {})} for hook, values in intervention.tensors.items()}
@@ -269,7 +271,8 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
 
 @dataclass
 class TunedGateOptions(TokenGateOptions):
-    # keep 10 and 100 steps: why, measured (keep 1 opens the gate on neutral text too): docs/results/defaults.md
+    # keep 10, 100 steps, toxic side `concept`: why, measured (keep 1 opens the gate on neutral text too; on-policy
+    # toxic text helps only beside near-toxic neutral text): docs/results/defaults.md
     gate_tune_steps: int = option(100, "optimisation steps of the tuned gate (gate=tuned)")
     gate_tune_lr: float = option(0.01, "Adam's first learning rate for the tuned gate (w in units of each unit's "
                                        "spread, and b)")

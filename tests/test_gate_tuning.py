@@ -108,16 +108,22 @@ def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
     return toxic_part + keep * neutral_part, toxic_part, neutral_part
 
 
-@pytest.mark.parametrize("keep", [0.0, 10.0])
-def test_tuning_lowers_the_loss_it_optimises(tiny, keep):
+def half_open_start(model):
+    """A token-gated Linear-AcT on the toy concept, its edits at lambda 2 and gates half open everywhere (w = 0,
+    b = 0, so that both parts of the loss have room to fall), and the concept's toxic and neutral sentences."""
     data = toy_concept(8)
-    iv = learn_intervention(tiny, data, "linact", max_ppl_increase="none", gate="token", gate_neutral="none",
+    iv = learn_intervention(model, data, "linact", max_ppl_increase="none", gate="token", gate_neutral="none",
                             strength=2, progress=False)
     edits = {h: hook_function(iv.spec, None, t, 2.0, iv.metadata) for h, t in iv.tensors.items()}
-    # from a gate half open everywhere (w = 0, b = 0), so that both parts of the loss have room to fall
     fitted = {h: {"gate_w": torch.zeros_like(t["gate_w"]), "gate_b": torch.zeros(1)} for h, t in iv.tensors.items()}
     toxic = [t for t, y in zip(data.texts, data.labels) if y == 1]
     neutral = [t for t, y in zip(data.texts, data.labels) if y == 0]
+    return iv, edits, fitted, toxic, neutral
+
+
+@pytest.mark.parametrize("keep", [0.0, 10.0])
+def test_tuning_lowers_the_loss_it_optimises(tiny, keep):
+    iv, edits, fitted, toxic, neutral = half_open_start(tiny)
     tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=keep, batch=16, max_tokens=16, seed=0)
     tuned, record = tune_gates(tiny, edits, fitted, toxic, neutral, tuning, progress=False)
     before = fixed_batch_loss(tiny, edits, fitted, toxic, neutral, keep)
@@ -131,13 +137,7 @@ def test_tuning_lowers_the_loss_it_optimises(tiny, keep):
 
 
 def test_tuning_on_continuations_lowers_their_loss(tiny):
-    data = toy_concept(8)
-    iv = learn_intervention(tiny, data, "linact", max_ppl_increase="none", gate="token", gate_neutral="none",
-                            strength=2, progress=False)
-    edits = {h: hook_function(iv.spec, None, t, 2.0, iv.metadata) for h, t in iv.tensors.items()}
-    fitted = {h: {"gate_w": torch.zeros_like(t["gate_w"]), "gate_b": torch.zeros(1)} for h, t in iv.tensors.items()}
-    toxic = [t for t, y in zip(data.texts, data.labels) if y == 1]
-    neutral = [t for t, y in zip(data.texts, data.labels) if y == 0]
+    _, edits, fitted, toxic, neutral = half_open_start(tiny)
     pairs = continuations(tiny, [(" ".join(t.split()[:3]), " ".join(t.split()[3:])) for t in toxic], 16)
     assert pairs.rows and any(start > 1 for start in pairs.starts)
     tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0)
