@@ -16,12 +16,10 @@ The same concept data and neutral text as the fitted gate; no text the report or
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -30,13 +28,12 @@ from tqdm.auto import trange
 
 from aura_tl.backends import backend_of, hooks_applied
 from aura_tl.calibrate import short_rows
-from aura_tl.data import read_jsonl
 from aura_tl.gating import TokenGate, TokenGateOptions, gate_value, gated_hook, register_gate
 from aura_tl.hooks import last_block
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
-from aura_tl.models import cache_dir, hf_tokenizer, pad_token_id, start_token_id
-from aura_tl.onpolicy import build_onpolicy_data
+from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
+from aura_tl.onpolicy import check_source, toxic_pairs
 from aura_tl.options import option
 from aura_tl.responses import Batch, make_batch
 
@@ -94,24 +91,6 @@ def continuations(model, pairs: list[tuple[str, str]], max_tokens: int) -> LossR
         rows.append([bos, *joined[cut:cut + max_tokens]])
         starts.append(len(head) - cut)
     return LossRows(rows, starts)
-
-
-def onpolicy_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
-    """The toxic (prompt, continuation) pairs of `source`: `onpolicy:N` builds (or reuses, in the cache dir) the
-    model's N continuations of each `learn` prompt (`aura_tl.onpolicy`), a path reads an `aura-tl onpolicy` file."""
-    counted = re.fullmatch(r"onpolicy:(\d+)", source)
-    if counted:
-        name = re.sub(r"[^\w.-]+", "_", str(model.cfg.model_name))
-        path = build_onpolicy_data(model, cache_dir() / "onpolicy" / f"{name}-learn-{counted[1]}.jsonl",
-                                   samples=int(counted[1]), progress=progress)
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"gate_tune_toxic {source!r} is neither concept, onpolicy:N nor a file")
-    rows = read_jsonl(path)
-    if rows and not {"prompt", "text", "label"} <= set(rows[0]):
-        raise ValueError(f"{path}: not an `aura-tl onpolicy` file (rows need prompt, text and label)")
-    return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 1]
 
 
 def padded(rows: list[list[int]], pad: int, device) -> Batch:
@@ -184,16 +163,14 @@ class _Texts:
 
 
 def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]],
-               toxic: list[str] | LossRows, neutral: list[str], tuning: Tuning, *,
+               toxic: LossRows, neutral: list[str], tuning: Tuning, *,
                progress: bool = True) -> tuple[dict[str, dict[str, Tensor]], dict]:
     """Tuned `gate_w`, `gate_b` per hook, from the `fitted` ones, for the ungated hook functions `edits` (at
     `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds). `toxic`:
-    sentences (their later half counts) or rows with their own starts."""
+    rows and the first position of each whose loss counts (`later_halves`, `continuations`)."""
     started = time.perf_counter()
     device = model.cfg.device
     pad = pad_token_id(hf_tokenizer(model))
-    if not isinstance(toxic, LossRows):
-        toxic = later_halves(model, toxic, tuning.max_tokens)
     neutral_all = rows_from_bos(model, neutral, tuning.max_tokens)
     toxic_rows, neutral_rows = _Texts(toxic, tuning.seed), _Texts(LossRows(neutral_all, [0] * len(neutral_all)),
                                                                   tuning.seed + 1)
@@ -253,9 +230,10 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
     fitted = {hook: {k: intervention.tensors[hook][k] for k in TUNED_TENSORS} for hook in edits}
     neutral = [t for t, label in zip(data.texts, data.labels) if label == 0]
     if options.gate_tune_toxic == "concept":
-        toxic = [t for t, label in zip(data.texts, data.labels) if label == 1]
+        toxic = later_halves(model, [t for t, label in zip(data.texts, data.labels) if label == 1],
+                             options.gate_tune_tokens)
     else:
-        toxic = continuations(model, onpolicy_pairs(model, options.gate_tune_toxic, progress=progress),
+        toxic = continuations(model, toxic_pairs(model, options.gate_tune_toxic, progress=progress),
                               options.gate_tune_tokens)
     tuning = Tuning(strength, options.gate_tune_steps, options.gate_tune_lr, options.gate_tune_keep,
                     options.gate_tune_batch, options.gate_tune_tokens,
@@ -296,9 +274,8 @@ class TunedGateOptions(TokenGateOptions):
             raise ValueError(f"gate_tune_lr must be > 0, got {self.gate_tune_lr}")
         if not self.gate_tune_keep >= 0:
             raise ValueError(f"gate_tune_keep must be >= 0, got {self.gate_tune_keep}")
-        toxic = str(self.gate_tune_toxic)
-        if toxic != "concept" and not re.fullmatch(r"onpolicy:[1-9]\d*", toxic) and not Path(toxic).is_file():
-            raise ValueError(f"gate_tune_toxic must be concept, onpolicy:N (N >= 1) or a file, got {toxic!r}")
+        if self.gate_tune_toxic != "concept":
+            check_source(self.gate_tune_toxic, "gate_tune_toxic (unless concept)")
         if self.gate_tune_strength is not None and not self.gate_tune_strength > 0:
             raise ValueError(f"gate_tune_strength must be > 0, got {self.gate_tune_strength}")
 

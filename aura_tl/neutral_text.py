@@ -3,16 +3,17 @@ distribution, which needs no data and covers the styles a user brings: instructi
 paragraphs, task-length texts, continued prompts, polite rewrites and tweets, each from a part no report or
 calibration reads.
 
-A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens
-(top-p 0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is
-local (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); `piqa:N` / `hellaswag:N` are
-the PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
+A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens (top-p
+0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is local
+(`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); `piqa:N` / `hellaswag:N` are the
+PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
 neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
-non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own continuations,
-which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text on a toxic
-sentence's subject) from pair `GATE_NEAR_TEXTS_START` (1000) on (the report's held-out check and calibration read the pairs
-before it: `aura_tl.retention`); `davidson:N` is N Davidson tweets labelled "neither" (chat-like text, where every gate
-opens) from the same index on; any other item is a text file, one text per non-empty line; `none` is nothing.
+non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own
+continuations, which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text
+on a toxic sentence's subject) from pair `GATE_NEAR_TEXTS_START` (1000) on (the report's held-out check and
+calibration read the pairs before it: `aura_tl.retention`); `davidson:N` is N Davidson tweets labelled "neither"
+(chat-like text, where every gate opens) from the same index on; any other item is a text file, one text per
+non-empty line; `none` is nothing.
 """
 
 from __future__ import annotations

@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from aura_tl.data import read_jsonl, rtp_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.io import default_mode
+from aura_tl.models import cache_dir
 from aura_tl.scoring import get_scorer
 from aura_tl.splits import prompt_text
 
 log = logging.getLogger(__name__)
 TOXIC = 0.5
+SOURCE = re.compile(r"onpolicy:([1-9]\d*)")  # `onpolicy:N`: N continuations of each learn prompt, built and cached
 
 
 def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", samples: int = 5, max_new_tokens: int = 20,
@@ -58,3 +61,27 @@ def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", sample
     log.warning("on-policy data: %d continuations of %d %s prompts, %d toxic -> %s", len(rows), len(prompts), split,
                 toxic, path)
     return path
+
+
+def check_source(source: str, name: str = "on-policy source") -> None:
+    """A ValueError naming `name` unless `source` is `onpolicy:N` (N >= 1) or an existing file: checked when an
+    option is set, before anything is generated."""
+    if not SOURCE.fullmatch(str(source)) and not Path(source).expanduser().is_file():
+        raise ValueError(f"{name} must be onpolicy:N (N >= 1) or an `aura-tl onpolicy` file, got {source!r}")
+
+
+def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
+    """The (prompt, continuation) pairs labelled toxic in `source`: `onpolicy:N` builds (or reuses, in the cache
+    dir) the model's N continuations of each `learn` prompt; a path reads an `aura-tl onpolicy` file."""
+    counted = SOURCE.fullmatch(str(source))
+    if counted:
+        name = re.sub(r"[^\w.-]+", "_", str(model.cfg.model_name))
+        path = build_onpolicy_data(model, cache_dir() / "onpolicy" / f"{name}-learn-{counted[1]}.jsonl",
+                                   samples=int(counted[1]), progress=progress)
+    else:
+        check_source(source)
+        path = Path(source).expanduser()
+    rows = read_jsonl(path)
+    if rows and not {"prompt", "text", "label"} <= set(rows[0]):
+        raise ValueError(f"{path}: not an `aura-tl onpolicy` file (rows need prompt, text and label)")
+    return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 1]

@@ -20,7 +20,6 @@ from aura_tl.gate_tuning import (
     counted_from,
     later_halves,
     mean_kl,
-    onpolicy_pairs,
     padded,
     rows_from_bos,
     tune_gates,
@@ -29,6 +28,7 @@ from aura_tl.gating import gated_hook, get_gate
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.learn import learn_intervention
 from aura_tl.models import hf_tokenizer, start_token_id
+from aura_tl.onpolicy import toxic_pairs
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
 
@@ -77,12 +77,12 @@ def test_onpolicy_pairs_read_the_toxic_rows_of_a_file(tiny, tmp_path):
     rows = [{"text": "you idiot", "label": 1, "score": 0.9, "prompt": "He said"},
             {"text": "hello", "label": 0, "score": 0.1, "prompt": "She said"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert onpolicy_pairs(tiny, str(path)) == [("He said", "you idiot")]
+    assert toxic_pairs(tiny, str(path)) == [("He said", "you idiot")]
     assert TunedGateOptions(gate_tune_toxic=str(path)).gate_tune_toxic == str(path)
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"text": "x", "label": 1}) + "\n")
     with pytest.raises(ValueError, match="aura-tl onpolicy"):
-        onpolicy_pairs(tiny, str(other))
+        toxic_pairs(tiny, str(other))
     for bad in ("onpolicy:0", "onpolicy", "nothing.jsonl"):
         with pytest.raises(ValueError, match="gate_tune_toxic"):
             TunedGateOptions(gate_tune_toxic=bad)
@@ -125,7 +125,7 @@ def half_open_start(model):
 def test_tuning_lowers_the_loss_it_optimises(tiny, keep):
     iv, edits, fitted, toxic, neutral = half_open_start(tiny)
     tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=keep, batch=16, max_tokens=16, seed=0)
-    tuned, record = tune_gates(tiny, edits, fitted, toxic, neutral, tuning, progress=False)
+    tuned, record = tune_gates(tiny, edits, fitted, later_halves(tiny, toxic, 16), neutral, tuning, progress=False)
     before = fixed_batch_loss(tiny, edits, fitted, toxic, neutral, keep)
     after = fixed_batch_loss(tiny, edits, tuned, toxic, neutral, keep)
     assert after[0] < 0.9 * before[0]  # the whole batch each step: the loss it optimised went down
