@@ -33,7 +33,7 @@ from aura_tl.hooks import last_block
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
 from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
-from aura_tl.onpolicy import check_source, toxic_pairs
+from aura_tl.onpolicy import check_source, joined, toxic_pairs
 from aura_tl.options import option
 from aura_tl.responses import Batch, make_batch
 
@@ -84,7 +84,7 @@ def continuations(model, pairs: list[tuple[str, str]], max_tokens: int) -> LossR
         if not continuation.strip():
             continue
         head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        joined = tokenizer(prompt + " " + continuation.lstrip(), add_special_tokens=False)["input_ids"]
+        joined = tokenizer(joined(prompt, continuation), add_special_tokens=False)["input_ids"]
         if not head or joined[:len(head)] != head:
             continue  # the prompt's tokens merged into the continuation's: no clean boundary
         cut = max(0, min(len(joined) - max_tokens, len(head) - 1))

@@ -63,6 +63,11 @@ def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", sample
     return path
 
 
+def joined(prompt: str, continuation: str) -> str:
+    """A prompt and its stored (stripped) continuation as the model read them: one space between."""
+    return prompt + " " + continuation.lstrip()
+
+
 def check_source(source: str, name: str = "on-policy source") -> None:
     """A ValueError naming `name` unless `source` is `onpolicy:N` (N >= 1) or an existing file: checked when an
     option is set, before anything is generated."""

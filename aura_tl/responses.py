@@ -27,6 +27,7 @@ from aura_tl.models import hf_tokenizer, pad_token_id
 log = logging.getLogger(__name__)
 PLAIN_POOLINGS = ("max", "mean", "last")
 POOLINGS = (*PLAIN_POOLINGS, "mean_last:K", "positions:K")
+SENTENCE_POOLINGS = (*PLAIN_POOLINGS, "mean_last:K")
 PARAMETRISED = re.compile(r"(mean_last|positions):[1-9]\d*")
 
 
@@ -39,6 +40,14 @@ def check_pooling(pooling: str) -> str:
     """`pooling` if it is one of POOLINGS (K a positive count), else a ValueError listing them."""
     if pooling not in PLAIN_POOLINGS and not PARAMETRISED.fullmatch(pooling):
         raise ValueError(f"unknown pooling '{pooling}'; choose from {POOLINGS}")
+    return pooling
+
+
+def check_sentence_pooling(pooling: str) -> str:
+    """`pooling` if it makes one row per text (max, mean, last, `mean_last:K`): what a method's concept sentences
+    may be pooled by (`positions:K`, K rows of a text, is for gates that read one position at a time)."""
+    if not isinstance(pooling, str) or not (pooling in PLAIN_POOLINGS or re.fullmatch(r"mean_last:[1-9]\d*", pooling)):
+        raise ValueError(f"unknown sentence pooling {pooling!r}; choose from {SENTENCE_POOLINGS}")
     return pooling
 
 

@@ -11,6 +11,7 @@ from aura_tl.intervention import Intervention
 from aura_tl.learn import learn_intervention
 from aura_tl.methods._transport import transport_hook
 from aura_tl.methods.linact import fit_linear_transport, sorted_pairs
+from aura_tl.models import hf_tokenizer
 from aura_tl.responses import collect_responses
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
@@ -138,3 +139,30 @@ def test_inspect_rows_and_plot(causal, tmp_path):
     assert rows[0]["dims"] == 32 and rows[0]["support_median"] > 0
     assert plot_intervention(causal, tmp_path / "act.png").stat().st_size > 10_000
 
+
+
+def test_mean_last_pooling_fits_the_maps_on_each_sentences_last_tokens(tiny):
+    """`pooling=mean_last:K` (e.g. a continuation after its prompt): the maps equal the fit on the mean of each
+    sentence's last K positions, read one sentence at a time from a TransformerLens cache; several rows per
+    sentence (`positions:K`) are refused."""
+    data = concept(6)
+    learned = learn_intervention(tiny, data, "linact", hooks="hook_attn_out", causal=False, gate=False,
+                                 max_ppl_increase="none", pooling="mean_last:3", progress=False)
+    assert learned.metadata["pooling"] == "mean_last:3"
+    tokenizer = hf_tokenizer(tiny)
+    pooled: dict[str, list] = {}
+    for text in data.texts:  # as the model's own tokenizer reads it (SmolLM2's adds no BOS); the last 3 are its own
+        _, cache = tiny.run_with_cache(torch.tensor([tokenizer(text)["input_ids"]]))
+        for hook in learned.hook_names:
+            pooled.setdefault(hook, []).append(cache[hook][0, -3:].mean(0))
+    labels = torch.tensor(data.labels)
+    for hook in learned.hook_names:
+        rows = torch.stack(pooled[hook])
+        by_hand = fit_linear_transport(rows[labels == 1], rows[labels == 0])
+        for key in ("omega", "beta"):
+            torch.testing.assert_close(learned.tensors[hook][key], by_hand[key], rtol=1e-4, atol=1e-5)
+    mean_fit = learn_intervention(tiny, data, "linact", hooks="hook_attn_out", causal=False, gate=False,
+                                  max_ppl_increase="none", pooling="mean", progress=False)
+    assert not torch.allclose(mean_fit.tensors[hook]["omega"], learned.tensors[hook]["omega"])
+    with pytest.raises(ValueError, match="sentence pooling"):
+        learn_intervention(tiny, data, "linact", pooling="positions:3", progress=False)

@@ -30,3 +30,17 @@ def test_build_score_label_and_reuse(tiny, tmp_path, shared_data, monkeypatch):
     if len({r["label"] for r in rows}) == 2:
         data = load_concept_data(str(path))
         assert data.layout == "text_label" and data.counts[0] == data.counts[1]
+
+
+def test_matched_pairs_put_each_toxic_continuation_beside_a_clean_one_of_its_prompt():
+    from bench.onpolicy_pairs import matched_pairs
+
+    rows = [{"prompt": "You are", "text": "an idiot", "label": 1}, {"prompt": "You are", "text": "kind", "label": 0},
+            {"prompt": "You are", "text": "a moron", "label": 1}, {"prompt": "Rain", "text": "  ", "label": 0},
+            {"prompt": "The sea", "text": "is calm", "label": 0}, {"prompt": "The sea", "text": "is blue", "label": 0}]
+    pairs = matched_pairs(rows)
+    assert [r["label"] for r in pairs] == [1, 0, 1, 0]
+    assert (pairs[0]["text"], pairs[1]["text"], pairs[2]["text"]) == ("You are an idiot", "You are kind", "You are a moron")
+    assert pairs[3]["text"] in ("The sea is calm", "The sea is blue")  # its prompt had one clean continuation
+    with pytest.raises(ValueError, match="too few non-toxic"):
+        matched_pairs(rows[:3])

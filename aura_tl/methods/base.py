@@ -13,11 +13,12 @@ from torch import Tensor
 from aura_tl._version import __version__
 from aura_tl.gating import gate_option_names, get_gate, parse_gate
 from aura_tl.hooks import DEFAULT_HOOKS
+from aura_tl.responses import check_sentence_pooling
 from aura_tl.options import as_dict, coerce_options, internal, option, option_names
 
 HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
-POOLING_HELP = "how a sentence's tokens are pooled into one response per neuron: max, mean, last"
-POOLING_CHOICES = ("max", "mean", "last")
+POOLING_HELP = ("how a sentence's tokens are pooled into one response per neuron: max, mean, last, or mean_last:K "
+                "(the mean of its last K tokens, e.g. a continuation after its prompt)")
 MAX_PER_CLASS_HELP = "cap on sentences per class (balanced sample)"
 DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a built-in set ('embedded', 'rtp-learn'), "
              "or rtp:<split> with local RTP records")
@@ -65,7 +66,7 @@ class ConceptOptions(CommonOptions):
     data: str = option("rtp-learn", DATA_HELP)
     max_per_class: int = option(500, MAX_PER_CLASS_HELP)
     hooks: str = option(DEFAULT_HOOKS, HOOKS_HELP)
-    pooling: str = option("max", POOLING_HELP, choices=POOLING_CHOICES)
+    pooling: str = option("max", POOLING_HELP, parse=check_sentence_pooling)
     responses: str | None = option(None, "save pooled responses here and reuse them on the next learn (.safetensors)",
                                    learned=False)
 
