@@ -84,11 +84,11 @@ def continuations(model, pairs: list[tuple[str, str]], max_tokens: int) -> LossR
         if not continuation.strip():
             continue
         head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        joined = tokenizer(joined(prompt, continuation), add_special_tokens=False)["input_ids"]
-        if not head or joined[:len(head)] != head:
+        ids = tokenizer(joined(prompt, continuation), add_special_tokens=False)["input_ids"]
+        if not head or ids[:len(head)] != head:
             continue  # the prompt's tokens merged into the continuation's: no clean boundary
-        cut = max(0, min(len(joined) - max_tokens, len(head) - 1))
-        rows.append([bos, *joined[cut:cut + max_tokens]])
+        cut = max(0, min(len(ids) - max_tokens, len(head) - 1))
+        rows.append([bos, *ids[cut:cut + max_tokens]])
         starts.append(len(head) - cut)
     return LossRows(rows, starts)
 
