@@ -46,7 +46,9 @@ def check_pooling(pooling: str) -> str:
 def check_sentence_pooling(pooling: str) -> str:
     """`pooling` if it makes one row per text (max, mean, last, `mean_last:K`): what a method's concept sentences
     may be pooled by (`positions:K`, K rows of a text, is for gates that read one position at a time)."""
-    if not isinstance(pooling, str) or not (pooling in PLAIN_POOLINGS or re.fullmatch(r"mean_last:[1-9]\d*", pooling)):
+    one_row = isinstance(pooling, str) and (pooling in PLAIN_POOLINGS or (
+        PARAMETRISED.fullmatch(pooling) is not None and pooling.startswith("mean_last:")))
+    if not one_row:
         raise ValueError(f"unknown sentence pooling {pooling!r}; choose from {SENTENCE_POOLINGS}")
     return pooling
 

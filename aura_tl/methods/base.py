@@ -13,8 +13,8 @@ from torch import Tensor
 from aura_tl._version import __version__
 from aura_tl.gating import gate_option_names, get_gate, parse_gate
 from aura_tl.hooks import DEFAULT_HOOKS
-from aura_tl.responses import check_sentence_pooling
 from aura_tl.options import as_dict, coerce_options, internal, option, option_names
+from aura_tl.responses import check_sentence_pooling
 
 HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
 POOLING_HELP = ("how a sentence's tokens are pooled into one response per neuron: max, mean, last, or mean_last:K "
