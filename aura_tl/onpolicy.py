@@ -75,6 +75,14 @@ def check_source(source: str, name: str = "on-policy source") -> None:
         raise ValueError(f"{name} must be onpolicy:N (N >= 1) or an `aura-tl onpolicy` file, got {source!r}")
 
 
+def read_onpolicy(path: str | Path) -> list[dict]:
+    """The rows of an `aura-tl onpolicy` file ({prompt, text, label, ...}); a ValueError for any other file."""
+    rows = read_jsonl(path)
+    if rows and not {"prompt", "text", "label"} <= set(rows[0]):
+        raise ValueError(f"{path}: not an `aura-tl onpolicy` file (rows need prompt, text and label)")
+    return rows
+
+
 def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
     """The (prompt, continuation) pairs labelled toxic in `source`: `onpolicy:N` builds (or reuses, in the cache
     dir) the model's N continuations of each `learn` prompt; a path reads an `aura-tl onpolicy` file."""
@@ -86,7 +94,4 @@ def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str,
     else:
         check_source(source)
         path = Path(source).expanduser()
-    rows = read_jsonl(path)
-    if rows and not {"prompt", "text", "label"} <= set(rows[0]):
-        raise ValueError(f"{path}: not an `aura-tl onpolicy` file (rows need prompt, text and label)")
-    return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 1]
+    return [(r["prompt"], r["text"]) for r in read_onpolicy(path) if int(r["label"]) == 1]

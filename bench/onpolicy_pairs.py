@@ -15,8 +15,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from aura_tl.data import read_jsonl
-from aura_tl.onpolicy import joined
+from aura_tl.onpolicy import joined, read_onpolicy
 
 
 def matched_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
@@ -49,7 +48,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="the text,label JSONL to write")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    pairs = matched_pairs(read_jsonl(args.onpolicy), args.seed)
+    pairs = matched_pairs(read_onpolicy(args.onpolicy), args.seed)
     args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pairs), encoding="utf-8")
     print(f"{len(pairs) // 2} toxic continuations, each beside a non-toxic one -> {args.out}")
 

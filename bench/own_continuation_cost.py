@@ -22,12 +22,11 @@ from scipy.stats import spearmanr
 from aura_tl.backends import hooks_applied
 from aura_tl.calibrate import token_logprobs_from_bos
 from aura_tl.generation import SamplingConfig, generate
-from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model
 from aura_tl.retention import CONTINUATION_TOKENS, nontoxic_prompts
 from aura_tl.scoring import get_scorer
 from bench.continuation_fluency import split_tokens
-from bench.retention_panel import perplexity_ratio
+from bench.retention_panel import intervention_hooks, perplexity_ratio
 
 SAMPLINGS = {"greedy": SamplingConfig(max_new_tokens=CONTINUATION_TOKENS, do_sample=False),
              "sampled": SamplingConfig(max_new_tokens=CONTINUATION_TOKENS, do_sample=True, temperature=1.0,
@@ -65,10 +64,7 @@ def main() -> None:
           "| toxic continuations' share of the change |")
     print("|---|---|---|---|---|---|---|")
     for spec in args.intervention:
-        name, _, path = spec.partition("=")
-        path, _, strength = path.partition("@")
-        intervention = Intervention.load(path)
-        hooks = (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
+        name, hooks = intervention_hooks(spec)
         for kind, t in texts.items():
             with hooks_applied(model, hooks):
                 steered = part_losses(token_logprobs_from_bos(model, t["rows"]), t["n_prompt"])

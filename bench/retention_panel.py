@@ -64,6 +64,14 @@ def sparing_bos(pairs: list[tuple[str, Callable]]) -> list[tuple[str, Callable]]
     return [(name, wrap(fn)) for name, fn in pairs]
 
 
+def intervention_hooks(spec: str) -> tuple[str, list[tuple[str, Callable]]]:
+    """`NAME=FILE[@LAMBDA]` (the benches' `--intervention`): the name and the file's forward hooks, at LAMBDA if given."""
+    name, _, path = spec.partition("=")
+    path, _, strength = path.partition("@")
+    intervention = Intervention.load(path)
+    return name, (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
+
+
 def perplexity_ratio(units: Float[np.ndarray, "rows"], base: Float[np.ndarray, "rows"],
                      steered: Float[np.ndarray, "rows"]) -> tuple[float, float, float]:
     """Perplexity per unit (each row's words or tokens) with the edit over without, exp((sum steered - sum base) /
@@ -114,10 +122,7 @@ def main() -> None:
         print(f"| unsteered (ppl per {unit}) | " + " | ".join(f"{np.exp(base[n].sum() / units[unit][n].sum()):.2f}"
                                                            for n in kinds) + " | - |", flush=True)
     for spec in args.intervention:  # each row is printed (and the JSON rewritten) as soon as it is measured
-        name, _, path = spec.partition("=")
-        path, _, strength = path.partition("@")
-        intervention = Intervention.load(path)
-        hooks = (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
+        name, hooks = intervention_hooks(spec)
         for label, pairs in ((name, hooks), *([(f"{name}, BOS spared", sparing_bos(hooks))] if args.spare_bos else [])):
             with hooks_applied(model, pairs):
                 losses = {n: row_losses(model, rs) for n, rs in tqdm(rows.items(), desc=label, unit="kind")}
