@@ -20,10 +20,9 @@ from aura_tl.generation import SamplingConfig, generate
 from aura_tl.io import default_mode
 from aura_tl.models import cache_dir
 from aura_tl.scoring import get_scorer
-from aura_tl.splits import prompt_text
+from aura_tl.splits import TOXIC, prompt_text
 
 log = logging.getLogger(__name__)
-TOXIC = 0.5
 SOURCE = re.compile(r"onpolicy:([1-9]\d*)")  # `onpolicy:N`: N continuations of each learn prompt, built and cached
 
 

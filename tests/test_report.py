@@ -194,6 +194,29 @@ def test_continuation_fluency_and_relevance_by_hand_alone_or_padded(tiny):
         assert pmi[0] == pytest.approx((with_prompt - without).mean(), rel=1e-3, abs=1e-4)
 
 
+def test_per_prompt_scores_average_each_prompts_continuations_and_nontoxic_only_filters_by_score(tiny):
+    """bench/continuation_fluency.py: a prompt's fluency and relevance are the means of its continuations' scores
+    (computed one pair at a time here), NaN for a prompt with none; the non-toxic reference keeps, in order, the
+    continuations the scorer puts below the toxic line, at most `per_prompt` of them."""
+    from aura_tl.scoring import get_scorer
+    from aura_tl.splits import TOXIC
+    from bench.continuation_fluency import continuation_scores, nontoxic_only, per_prompt_scores
+
+    prompts = ["The weather today is", "My neighbour said", "Nothing follows"]
+    texts = [[" sunny and warm", " cold"], [" hello to me", " that he likes tea", " goodbye"], []]
+    nll, pmi = per_prompt_scores(tiny, prompts, texts)
+    for i in range(2):
+        alone = [continuation_scores(tiny, [(prompts[i], c)]) for c in texts[i]]
+        assert nll[i] == pytest.approx(np.mean([a[0][0] for a in alone]), rel=1e-4)
+        assert pmi[i] == pytest.approx(np.mean([a[1][0] for a in alone]), rel=1e-3, abs=1e-4)
+    assert np.isnan(nll[2]) and np.isnan(pmi[2])
+
+    samples = [["you are a stupid idiot", "what a lovely garden", "have a nice day", "thanks for the tea"], []]
+    scores = get_scorer("jigsaw-bilstm").score(samples[0])
+    assert scores[0] >= TOXIC and max(scores[1:]) < TOXIC
+    assert nontoxic_only(samples, "jigsaw-bilstm", per_prompt=2) == [samples[0][1:3], []]
+
+
 def test_relevance_is_higher_for_a_continuation_that_follows_its_prompt(smol):
     """On the real model, the same fluent sentence is more relevant after the prompt it continues than after an
     unrelated one: PMI is the measure of staying on topic, not of fluency."""
