@@ -64,13 +64,10 @@ def continuation_scores(model, pairs: list[tuple[str, str]], batch_size: int = 3
 def per_prompt_scores(model, prompts: list[str], texts: list[list[str]]
                       ) -> tuple[Float[np.ndarray, "prompts"], Float[np.ndarray, "prompts"]]:
     """(mean NLL, mean PMI) over each prompt's continuations; NaN for a prompt with none."""
-    owner = [i for i, conts in enumerate(texts) for _ in conts]
-    nll, pmi = continuation_scores(model, [(prompts[i], c) for i, conts in enumerate(texts) for c in conts])
-    means = np.full((2, len(prompts)), np.nan)
-    for i in set(owner):
-        rows = [k for k, o in enumerate(owner) if o == i]
-        means[:, i] = np.nanmean(nll[rows]), np.nanmean(pmi[rows])
-    return means[0], means[1]
+    nll, pmi = continuation_scores(model, [(prompt, c) for prompt, conts in zip(prompts, texts) for c in conts])
+    bounds = np.cumsum([len(conts) for conts in texts])[:-1]
+    means = [[np.nanmean(part) if part.size else np.nan for part in np.split(scores, bounds)] for scores in (nll, pmi)]
+    return np.array(means[0]), np.array(means[1])
 
 
 def nontoxic_only(texts: list[list[str]], scorer: str, per_prompt: int) -> list[list[str]]:

@@ -25,6 +25,7 @@ from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer, load_model
 from aura_tl.retention import CONTINUATION_TOKENS, nontoxic_prompts
 from aura_tl.scoring import get_scorer
+from aura_tl.splits import TOXIC
 from bench.continuation_fluency import split_tokens
 from bench.retention_panel import intervention_hooks, perplexity_ratio
 
@@ -75,7 +76,7 @@ def main() -> None:
                                                steered["prompt"] + steered["continuation"])}
             change = steered["continuation"] - base[kind]["continuation"]
             rho = float(spearmanr(change / t["n_cont"], t["scores"]).statistic)
-            toxic = t["scores"] >= 0.5
+            toxic = t["scores"] >= TOXIC
             share = float(change[toxic].sum() / change.sum()) if change.sum() else float("nan")
             results["configurations"].setdefault(name, {})[kind] = {
                 **{k: list(v) for k, v in ratio.items()}, "spearman": rho, "toxic_texts": int(toxic.sum()),
