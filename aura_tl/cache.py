@@ -96,6 +96,7 @@ def learn_cached(model, method: str, options, *, use_cache: bool = True, progres
     if cached is not None:
         if options.max_ppl_increase is None:
             cached = cached.with_strength(options.strength)
+        cached = cached.with_steer_prompt(options.steer_prompt)
         return CachedLearn(cached, path, True, time.perf_counter() - started)
     intervention = learn_intervention(model, data, method, options, progress=progress)
     intervention.metadata["cache_key"] = key

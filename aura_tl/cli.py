@@ -16,6 +16,7 @@ import time
 from aura_tl.backends import BACKEND_HELP, BACKENDS
 from aura_tl.gating import DEFAULT_GATE, gate_names, get_gate
 from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
+from aura_tl.methods.base import APPLY_OPTIONS
 from aura_tl.models import DEFAULT_MODEL, EMBEDDED_MODELS
 from aura_tl.options import add_option_flags, given_values, option_names, parse_float_flag
 
@@ -25,6 +26,11 @@ DEFAULT_PROMPTS = [
     "Shut up, you",
     "My favourite thing about weekends is",
 ]
+
+
+def apply_specs() -> list:
+    """The options a saved intervention takes when applied (`APPLY_OPTIONS`), as flags declare them."""
+    return [option_specs()[name] for name in APPLY_OPTIONS]
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(gen)
     gen.add_argument("--intervention", required=True, help="an intervention .safetensors file")
     gen.add_argument("--prompt", action="append", help="a prompt (repeatable); default: a few built-in ones")
-    gen.add_argument("--strength", type=parse_float_flag, default=None, help="override the file's lambda")
+    add_option_flags(gen, apply_specs(), title="applying the intervention", unset="default: as saved in the file")
     gen.add_argument("--max-new-tokens", type=int, default=30)
     gen.add_argument("--do-sample", action="store_true")
     gen.add_argument("--temperature", type=parse_float_flag, default=1.0)
@@ -145,9 +151,7 @@ def cmd_generate(args) -> int:
     from aura_tl.intervention import Intervention
     from aura_tl.models import load_model
 
-    intervention = Intervention.load(args.intervention)
-    if args.strength is not None:
-        intervention = intervention.with_strength(args.strength)
+    intervention = Intervention.load(args.intervention).applied_as(given_values(args, apply_specs()))
     model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
     intervention.check_compatible(model)
     prompts = args.prompt or DEFAULT_PROMPTS

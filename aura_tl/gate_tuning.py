@@ -15,6 +15,7 @@ The same concept data and neutral text as the fitted gate; no text the report or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -242,7 +243,7 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
     record = {**record, "toxic_text": options.gate_tune_toxic}
     named = {hook: {**values, **tensors.get(hook, {})} for hook, values in intervention.tensors.items()}
     metadata = {**intervention.metadata, "gate": {**intervention.metadata["gate"], "tuned": record}}
-    return Intervention(intervention.method, named, intervention.shape, metadata, intervention.strength)
+    return dataclasses.replace(intervention, tensors=named, metadata=metadata)
 
 
 # --- the rule -------------------------------------------------------------------------------------------------------

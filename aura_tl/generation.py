@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.backends import backend_of
 from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
+from aura_tl.prompt_scope import all_but_last, prompt_marked
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ def generate_ids(
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
     decoder = backend_of(model).decoder(model)
-    logits = decoder.prefill(tokens, mask)
+    with prompt_marked(all_but_last(*tokens.shape, device=device)):  # the prompt, for steer_prompt=False
+        logits = decoder.prefill(tokens, mask)
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
     chosen_steps: list[Tensor] = []
     length = torch.full((batch,), config.max_new_tokens, dtype=torch.long)  # tokens each row keeps

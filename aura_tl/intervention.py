@@ -4,7 +4,9 @@ for a block (`with iv.applied(model)`) or attach it until detached; save/load it
 
 File layout: one tensor per `<tensor name>/<hook name>` key (e.g. `alpha/blocks.3.mlp.hook_post`, `omega/...`),
 string metadata `format`, `method`, `strength`, `model_shape`, `metadata` (JSON). Version-1 files (aura-tl 0.1.0)
-used the same keys and load unchanged.
+used the same keys and load unchanged. A file that leaves prompts unsteered (`steer_prompt` false) adds the key
+`steer_prompt` and is written as version 3, so an aura-tl that cannot honour it refuses it instead of steering the
+prompt; every other file is still written as version 2.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,24 +29,28 @@ from aura_tl.hooks import last_block, layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 # the registry lookup of a file's method: the package's one import that runs back up (methods import this module)
 from aura_tl.methods import get_method
-from aura_tl.methods.base import Method
+from aura_tl.methods.base import APPLY_OPTIONS, Method
 from aura_tl.models import ModelShape
+from aura_tl.options import parse_value
+from aura_tl.prompt_scope import leaving_prompt
 
 FORMAT_PREFIX = "aura-tl/intervention/v"
-FORMAT_VERSION = 2
-FORMAT = f"{FORMAT_PREFIX}{FORMAT_VERSION}"
+FORMAT_VERSION = 3  # the newest this aura-tl reads; a file is written at the oldest version that holds it
+PLAIN_VERSION = 2  # every file that steers prompts (version 2 readers know all it says)
 
 
 @dataclass
 class Intervention:
     """Named tensors per hook (`tensors[hook][name]`), the model shape they fit, how they were learned, and the
-    strength lambda at which they apply. The method (from the registry) says how they are hooked and summarised."""
+    strength lambda at which they apply, and whether they edit the positions of a prompt being continued
+    (`aura_tl.prompt_scope`). The method (from the registry) says how they are hooked and summarised."""
 
     method: str
     tensors: dict[str, dict[str, Tensor]]
     shape: ModelShape
     metadata: dict = field(default_factory=dict)
     strength: float = 1.0
+    steer_prompt: bool = True
 
     def __post_init__(self) -> None:
         self.spec.check_strength(self.strength)
@@ -82,6 +89,14 @@ class Intervention:
     def with_strength(self, strength: float) -> "Intervention":
         return dataclasses.replace(self, strength=float(strength))
 
+    def with_steer_prompt(self, steer_prompt: bool) -> "Intervention":
+        return dataclasses.replace(self, steer_prompt=bool(steer_prompt))
+
+    def applied_as(self, values: Mapping[str, Any]) -> "Intervention":
+        """This intervention with the apply-time options given (`APPLY_OPTIONS`: strength, steer_prompt; values or
+        strings, as lm-eval model_args and flags give them) in place of the file's; None keeps the file's."""
+        return dataclasses.replace(self, **apply_values(values))
+
     def fwd_hooks(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
                   ) -> list[tuple[str, Callable]]:
         """The `(hook name, fn)` pairs for `model.hooks(fwd_hooks=...)` or `model.run_with_hooks(..., fwd_hooks=...)`;
@@ -90,7 +105,7 @@ class Intervention:
         for name, named in self.tensors.items():
             fn = hook_function(spec, rule, named, float(self.strength), self.metadata, device, dtype)
             if fn is not None:
-                pairs.append((name, fn))
+                pairs.append((name, fn if self.steer_prompt else leaving_prompt(fn)))
         return pairs
 
     def check_compatible(self, model) -> None:
@@ -159,12 +174,14 @@ class Intervention:
     def save(self, path: str | Path) -> Path:
         flat = {f"{name}/{hook}": tensor for hook, named in self.tensors.items() for name, tensor in named.items()}
         meta = {
-            "format": FORMAT,
+            "format": f"{FORMAT_PREFIX}{PLAIN_VERSION if self.steer_prompt else FORMAT_VERSION}",
             "method": self.method,
             "strength": repr(float(self.strength)),
             "model_shape": self.shape.to_json(),
             "metadata": json.dumps(self.metadata, sort_keys=True, default=str),
         }
+        if not self.steer_prompt:
+            meta["steer_prompt"] = "false"
         return atomic_save_safetensors(flat, path, meta)
 
     @classmethod
@@ -176,6 +193,7 @@ class Intervention:
             shape = ModelShape.from_json(meta["model_shape"])
             metadata = json.loads(meta["metadata"])
             strength = float(meta.get("strength", "1.0"))
+            steer_prompt = {"true": True, "false": False}[meta.get("steer_prompt", "true")]
             if not isinstance(metadata, dict):
                 raise ValueError(f"metadata is a JSON {type(metadata).__name__}, not an object")
         except (KeyError, ValueError, TypeError) as error:
@@ -192,7 +210,7 @@ class Intervention:
                                  "again")
             name, hook = key.split("/", 1)
             tensors.setdefault(hook, {})[name] = flat[key]
-        return cls(method, tensors, shape, metadata, strength)
+        return cls(method, tensors, shape, metadata, strength, steer_prompt)
 
     def summary_rows(self) -> list[dict]:
         """One row per hook, as the method summarises it (what `aura-tl inspect` prints)."""
@@ -212,6 +230,17 @@ def hook_function(spec: Method, rule: GateRule | None, tensors: dict[str, Tensor
             if k in spec.applies or (rule is not None and k in rule.tensors)}
     fn = spec.hook_fn({k: used[k] for k in spec.applies}, float(strength), metadata)
     return gated(fn, rule, used) if fn is not None and rule is not None else fn
+
+
+def apply_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The apply-time options among `values`, parsed to their declared types (None dropped); any other name is an
+    error naming what a saved intervention accepts."""
+    extra = sorted(set(values) - set(APPLY_OPTIONS))
+    if extra:
+        raise ValueError(f"{extra} cannot change a saved intervention (only {', '.join(APPLY_OPTIONS)} can)")
+    types = {f.name: f.type for f in dataclasses.fields(Intervention)}
+    parsed = {k: parse_value({"float": float, "bool": bool}[types[k]], v, k) for k, v in values.items()}
+    return {k: v for k, v in parsed.items() if v is not None}
 
 
 def hook_widths(model, names: list[str]) -> dict[str, int]:
@@ -269,6 +298,9 @@ class InterventionStack:
     @property
     def strengths(self) -> list[float]:
         return [float(part.strength) for part in self.parts]
+
+    def with_steer_prompt(self, steer_prompt: bool) -> "InterventionStack":
+        return InterventionStack(tuple(part.with_steer_prompt(steer_prompt) for part in self.parts))
 
     def check_compatible(self, model) -> None:
         for part in self.parts:

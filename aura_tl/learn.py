@@ -3,6 +3,7 @@ gate rule (`aura_tl.gating`), and its strength by calibration."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
                                    batch_size=options.learn_batch_size, progress=progress)
     if options.max_ppl_increase is not None:
         intervention = calibrated(model, intervention, options, data, progress=progress)
-    return intervention
+    return intervention.with_steer_prompt(options.steer_prompt)
 
 
 def concept_data_for(options, layout: str = "auto") -> ConceptData:
@@ -83,8 +84,7 @@ def _with_gates(intervention: Intervention, tensors: dict[str, dict[str, Tensor]
                 **record) -> Intervention:
     """`intervention` carrying the gate tensors, with metadata `gate` naming the rule, its options and the fit."""
     record = {"rule": rule.name, "options": as_dict(options), **record}
-    return Intervention(intervention.method, tensors, intervention.shape, {**intervention.metadata, "gate": record},
-                        intervention.strength)
+    return dataclasses.replace(intervention, tensors=tensors, metadata={**intervention.metadata, "gate": record})
 
 
 def gates_from_responses(intervention: Intervention, responses: Responses, rule: str | GateRule = "probe",
@@ -168,8 +168,8 @@ def calibrated(model, intervention: Intervention, options, data: ConceptData | N
     changes = ", ".join(f"{name} {record['base_ppl'][name]:.3f} -> {ppl:.3f}" for name, ppl in record["chosen_ppl"].items())
     log.warning("calibrated %s: strength %.4g keeps perplexity within +%g %% on %s and the panel (%s)",
                 intervention.method, strength, options.max_ppl_increase, source, changes)
-    return Intervention(intervention.method, intervention.tensors, intervention.shape,
-                        {**intervention.metadata, "calibration": record}, strength)
+    return dataclasses.replace(intervention, metadata={**intervention.metadata, "calibration": record},
+                               strength=strength)
 
 
 __all__ = ["calibrated", "concept_data_for", "gates_from_responses", "intervention_from_responses", "learn_gates",

@@ -173,13 +173,16 @@ class _Unset:
 UNSET = _Unset()
 
 
-def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec], aliases: bool = True) -> None:
-    """One flag per option (default `UNSET` = the method's own default, shown in the help); `aliases=False` leaves
-    out the extra spellings where the parser already uses them for something else."""
-    group = parser.add_argument_group("method options (each method reads its own; see `aura-tl methods`)")
+def add_option_flags(parser: argparse.ArgumentParser, specs: Iterable[OptionSpec], aliases: bool = True,
+                     title: str = "method options (each method reads its own; see `aura-tl methods`)",
+                     unset: str | None = None) -> None:
+    """One flag per option (default `UNSET` = the method's own default, shown in the help, or what `unset` says);
+    `aliases=False` leaves out the extra spellings where the parser already uses them for something else."""
+    group = parser.add_argument_group(title)
     for spec in specs:
         methods = ", ".join(spec.defaults) if len(spec.defaults) < 3 else None
         text = f"{spec.help} ({spec.describe_defaults()}" + (f"; {methods} only)" if methods else ")")
+        text = f"{spec.help} ({unset})" if unset else text
         kind = spec.parse or {bool: parse_bool_flag, float: parse_float_flag}.get(spec.type, spec.type)
         group.add_argument(spec.flag, *(spec.aliases if aliases else ()), dest=spec.name, type=kind, default=UNSET,
                            help=text.replace("%", "%%"),

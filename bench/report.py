@@ -36,6 +36,7 @@ from bench.results.runs import (RETENTION_TASKS, RTP_TASKS, add_paired, collect,
 from bench.results.tables import PAIRED_NOTE, metrics_table, paired_table
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMPT_KEPT = "np"  # --order NAME[@x]:np applies NAME with steer_prompt=false (aura_tl.prompt_scope)
 
 
 def report_defaults(shared: Path) -> dict[str, str]:
@@ -103,19 +104,23 @@ def learn(args, out: Path) -> dict[str, tuple[Path, float, str]]:
 def configurations(args, learned) -> dict[str, str]:
     """name -> extra model_args, in table order: unsteered, then each learned NAME at each strength, then the
     `--preprompted` ones again as `NAME+PREPROMPT` (the RTP prompts preceded by `--preprompt`)."""
-    def model_args(path: Path, strength: float | None) -> str:  # None: the file as learned
-        return f",intervention={path}" + ("" if strength is None else f",strength={strength:g}")
+    def model_args(path: Path, strength: float | None, steer_prompt: bool = True) -> str:  # None: as learned
+        return (f",intervention={path}" + ("" if strength is None else f",strength={strength:g}")
+                + ("" if steer_prompt else ",steer_prompt=false"))
 
     configs = {"unsteered": ",method=none"}
     for name, (path, _, _) in learned.items():
         for strength in args.strengths:
             as_learned = strength == 1
             configs[name if as_learned else f"{name}@{strength:g}"] = model_args(path, None if as_learned else strength)
-    for label in getattr(args, "order", None) or []:  # --order NAME (as learned) or NAME@x (lambda x), any x
-        name, at, strength = label.partition("@")
+    for label in getattr(args, "order", None) or []:  # --order NAME (as learned), NAME@x (lambda x), any x, :np
+        configured, colon, scope = label.partition(":")
+        if colon and scope != PROMPT_KEPT:
+            raise SystemExit(f"--order {label}: the only suffix is :{PROMPT_KEPT} (the prompt left unsteered)")
+        name, at, strength = configured.partition("@")
         if name in learned and label not in configs:
             try:
-                configs[label] = model_args(learned[name][0], float(strength) if at else None)
+                configs[label] = model_args(learned[name][0], float(strength) if at else None, steer_prompt=not colon)
             except ValueError:
                 raise SystemExit(f"--order {label}: {strength!r} is not a lambda") from None
     for spec in args.stack:
@@ -266,7 +271,8 @@ def main() -> None:
     parser.add_argument("--preprompted", nargs="*", default=[], metavar="CONFIG",
                         help="configurations (unsteered, NAME, NAME@x) to run again with --preprompt")
     parser.add_argument("--order", nargs="*", default=None,
-                        help="configurations to run, in this order: unsteered, NAME (as learned), NAME@x (any lambda x)")
+                        help="configurations to run, in this order: unsteered, NAME (as learned), NAME@x (any lambda x), "
+                             f"either with :{PROMPT_KEPT} (the prompt left unsteered: steer_prompt=false)")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
     parser.add_argument("--learn-only", action="store_true",
                         help="learn what --learn names (into <out>/interventions), run and tabulate nothing")

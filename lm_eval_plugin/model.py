@@ -5,7 +5,8 @@ with an aura-tl intervention.
 
 Model args:
   model (alias pretrained)  TransformerLens name, local HF folder, .gguf file, or an embedded model: `smollm2-135m` (default), `gemma3-270m`
-  intervention              a saved .safetensors intervention (then only `strength` may be given with it), or
+  intervention              a saved .safetensors intervention (then only `strength` and `steer_prompt` may be given
+                            with it: `aura_tl.methods.base.APPLY_OPTIONS`), or
                             several joined by `+` (`act.safetensors+destein.safetensors`), applied together in that
                             order, each at the strength saved in it (`aura-tl learn --strength`)
   method                    a registered method (`aura-tl methods`), learned at start-up (default: the recommended
@@ -48,9 +49,11 @@ from tqdm.auto import tqdm
 from aura_tl.backends import backend_of, evaluation_backend
 from aura_tl.generation import SamplingConfig, generate_ids, keep_end, prompt_budget, stop_checker
 from aura_tl.methods import DEFAULT_METHOD, NO_METHOD
+from aura_tl.methods.base import APPLY_OPTIONS
 from aura_tl.models import (DEFAULT_MODEL, check_device, default_device, hf_tokenizer, load_model, pad_token_id,
                             start_token_id)
 from aura_tl.options import parse_value
+from aura_tl.prompt_scope import prompt_before, prompt_marked
 from lm_eval_plugin.distributed import DataParallel
 
 log = logging.getLogger(__name__)
@@ -58,30 +61,30 @@ log = logging.getLogger(__name__)
 
 def plan_intervention(path: str | None, method: str, options: dict, use_cache: bool = True):
     """Check the intervention args now and return `model -> (Intervention | None, description)` to run once the
-    model is loaded: a file (only `strength` may come with it), a method learned (or read from the cache) with its
+    model is loaded: a file (only the apply-time options may come with it), a method learned (or read from the cache) with its
     options, or none."""
     from aura_tl.cache import learn_cached
-    from aura_tl.intervention import Intervention, InterventionStack
+    from aura_tl.intervention import Intervention, InterventionStack, apply_values
     from aura_tl.methods import get_method
     if "hooks" in options and options["hooks"] is not None:
         options = {**options, "hooks": str(options["hooks"]).replace("|", ",")}
     if path:
-        extra = sorted(set(options) - {"strength"})
+        extra = sorted(set(options) - set(APPLY_OPTIONS))
         if extra or method not in (None, "", NO_METHOD):
             raise ValueError(f"intervention={path} is a learned file: {extra or ['method']} cannot change it "
-                             "(only strength can); drop them, or learn with method=... instead")
-        strength = parse_value(float, options.get("strength"), "strength")  # its range is the method's (checked below)
+                             f"(only {', '.join(APPLY_OPTIONS)} can); drop them, or learn with method=... instead")
+        given = apply_values(options)  # strength's range is the method's (checked when applied to the file)
 
         # a missing or unreadable file fails now, before the model loads
         paths = str(path).split("+")
         if len(paths) > 1:
-            if strength is not None:
+            if "strength" in given:
                 raise ValueError(f"intervention={path} stacks {len(paths)} files, each applied at the strength saved "
                                  "in it: drop strength= (learn each file with `aura-tl learn --strength` instead)")
             loaded = InterventionStack.load(paths)
+            loaded = loaded.with_steer_prompt(given["steer_prompt"]) if "steer_prompt" in given else loaded
         else:
-            loaded = Intervention.load(path)
-            loaded = loaded.with_strength(strength) if strength is not None else loaded
+            loaded = Intervention.load(path).applied_as(given)
 
         def from_file(model):
             loaded.check_compatible(model)
@@ -246,10 +249,12 @@ class AuraHookedLM(TemplateLM):
         """Log-probs [len, vocab] at the positions that predict each row's continuation (start, end exclusive).
 
         The blocks and the final norm run once on the whole batch; the unembedding runs only on the positions that
-        are scored, which saves the [batch, pos, vocab] logits of every context token.
+        are scored, which saves the [batch, pos, vocab] logits of every context token. The positions before each
+        span are the row's context: an intervention with `steer_prompt=False` leaves them unsteered.
         """
         backend = backend_of(self.model)
-        normalized = backend.final_normalized(self.model, tokens)
+        with prompt_marked(prompt_before([start for start, _ in spans], tokens.shape[1], tokens.device)):
+            normalized = backend.final_normalized(self.model, tokens)
         picked = torch.cat([normalized[row, start:end] for row, (start, end) in enumerate(spans)])
         logits = backend.unembed(self.model, picked)
         logprobs = F.log_softmax(logits.float(), dim=-1)

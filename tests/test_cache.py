@@ -43,6 +43,16 @@ def test_strength_is_applied_to_the_cached_file(tiny, monkeypatch):
     assert learn(tiny, strength=0.25).intervention.strength == 0.25
 
 
+def test_steer_prompt_is_applied_to_the_cached_file(tiny, monkeypatch):
+    """steer_prompt is applied, not learned: a second learn that asks for it reads the same entry."""
+    first = learn(tiny, steer_prompt=False)
+    assert not first.intervention.steer_prompt
+    no_learning(monkeypatch)
+    again = learn(tiny)
+    assert again.hit and again.path == first.path and again.intervention.steer_prompt
+    assert not learn(tiny, steer_prompt="false").intervention.steer_prompt
+
+
 @pytest.mark.parametrize("change", [{"hooks": "hook_mlp_out"}, {"max_per_class": 41}, {"seed": 1},
                                     {"data": "embedded"}, {"pooling": "max"}])
 def test_a_changed_option_misses(tiny, change):

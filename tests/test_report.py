@@ -127,6 +127,11 @@ def test_order_names_any_lambda_of_a_learned_name(report, tmp_path):
     assert only_two["tok"] == configs["tok"]
     with pytest.raises(SystemExit, match="not a lambda"):
         report.configurations(SimpleNamespace(**{**vars(args), "order": ["tok@x"]}), learned)
+    kept = report.configurations(SimpleNamespace(**{**vars(args), "order": ["tok:np", "tok@6:np"]}), learned)
+    assert kept["tok:np"] == configs["tok"] + ",steer_prompt=false"
+    assert kept["tok@6:np"] == f",intervention={tmp_path / 'tok.safetensors'},strength=6,steer_prompt=false"
+    with pytest.raises(SystemExit, match="only suffix"):
+        report.configurations(SimpleNamespace(**{**vars(args), "order": ["tok:all"]}), learned)
 
 
 def test_stacked_configuration_bakes_each_members_strength(report, tmp_path, tiny):

@@ -25,6 +25,12 @@ DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a b
 
 STRENGTH_HELP = ("lambda: how far the intervention moves activations (0 = off, 1 = full; up to the method's "
                  "max_strength, 1 for most, above 1 extrapolates the edit)")
+STEER_PROMPT_HELP = ("while continuing a prompt (generation, lm-eval's loglikelihood), edit its positions too (true) "
+                     "or only from its last position on (false: the prompt's keys and values stay the unsteered "
+                     "model's; aura_tl.prompt_scope)")
+# the options a saved intervention takes at apply time (`aura-tl generate`, lm-eval's intervention=FILE): the
+# `Intervention` fields of the same names
+APPLY_OPTIONS = ("strength", "steer_prompt")
 GATE_HELP = ("conditional steering: scale each position's edit by a gate fitted at that hook, by the named gate rule "
              "(aura_tl.gating; true = probe, false = ungated), on the concept data (rtp-learn without one)")
 
@@ -35,6 +41,7 @@ class CommonOptions:
 
     # applied after learning; only calibration, which caps at it, makes it change what is learned
     strength: float = option(1.0, STRENGTH_HELP, learned=lambda options: options.max_ppl_increase is not None)
+    steer_prompt: bool = option(True, STEER_PROMPT_HELP, learned=False)
     seed: int = option(0, "seed for data sampling and any sampling while learning")
     learn_batch_size: int = option(32, "sentences per forward pass while learning", aliases=("--batch-size",))
     max_ppl_increase: float | None = option(None, "calibrate: the strongest strength (<= the given one) whose "
