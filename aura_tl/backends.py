@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from aura_tl.prompt_scope import prompt_marked
+
 BACKENDS = ("hooked", "bridge")
 BACKEND_ENV = "AURA_TL_BACKEND"
 BACKEND_HELP = ("hooked (HookedTransformer, TransformerLens 3) or bridge (TransformerBridge, TransformerLens 3.9+ "
@@ -439,7 +441,7 @@ def check_kv_cache(model, tolerance: float = 1e-3) -> None:
     import transformers
 
     tokens = torch.tensor([[1, 2, 3, 4]], device=model.cfg.device) % model.cfg.d_vocab
-    with torch.inference_mode():
+    with torch.inference_mode(), prompt_marked(None):  # its own forwards, whatever prefill it runs inside
         full = model(tokens, use_cache=False)[:, -1]
         _, cache = model(tokens[:, :-1], use_cache=True, return_type="logits_and_cache")
         stepped, _ = model(tokens[:, -1:], attention_mask=torch.ones_like(tokens), past_key_values=cache,

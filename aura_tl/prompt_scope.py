@@ -22,9 +22,9 @@ _PROMPT: ContextVar[Tensor | None] = ContextVar("aura_tl_prompt", default=None)
 
 
 @contextmanager
-def prompt_marked(prompt: Bool[Tensor, "batch pos"]) -> Iterator[None]:
+def prompt_marked(prompt: Bool[Tensor, "batch pos"] | None) -> Iterator[None]:
     """Within the block, `prompt[row, pos]` is true where a forward's position belongs to a prompt an intervention
-    with `steer_prompt=False` leaves unsteered."""
+    with `steer_prompt=False` leaves unsteered; None marks nothing (a forward of its own inside a marked block)."""
     token = _PROMPT.set(prompt)
     try:
         yield
