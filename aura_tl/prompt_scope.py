@@ -50,8 +50,9 @@ def leaving_prompt(fn: Callable) -> Callable:
         if prompt is None:
             return edited
         if prompt.shape != activation.shape[:2]:
-            raise RuntimeError(f"the marked prompt has shape {tuple(prompt.shape)} but the activation at "
-                               f"{getattr(hook, 'name', 'a hook')} has batch and positions {tuple(activation.shape[:2])}")
+            where = getattr(hook, "name", "a hook")
+            raise RuntimeError(f"the marked prompt has shape {tuple(prompt.shape)} but the activation at {where} has "
+                               f"batch and positions {tuple(activation.shape[:2])}")
         keep = prompt.to(activation.device).view(*prompt.shape, *([1] * (activation.ndim - 2)))
         return torch.where(keep, activation, edited)
     return hook

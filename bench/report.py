@@ -31,12 +31,11 @@ from aura_tl.gating import gate_option_names
 from aura_tl.methods import get_method, method_names, option_specs
 from aura_tl.options import add_option_flags, given_values
 from bench.results.plot import plot_front
-from bench.results.runs import (RETENTION_TASKS, RTP_TASKS, add_paired, collect, finished, parse_config,
+from bench.results.runs import (PROMPT_KEPT, RETENTION_TASKS, RTP_TASKS, add_paired, collect, finished, parse_config,
                                 task_dir_of)
 from bench.results.tables import PAIRED_NOTE, metrics_table, paired_table
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT_KEPT = "np"  # --order NAME[@x]:np applies NAME with steer_prompt=false (aura_tl.prompt_scope)
 
 
 def report_defaults(shared: Path) -> dict[str, str]:
@@ -114,15 +113,13 @@ def configurations(args, learned) -> dict[str, str]:
             as_learned = strength == 1
             configs[name if as_learned else f"{name}@{strength:g}"] = model_args(path, None if as_learned else strength)
     for label in getattr(args, "order", None) or []:  # --order NAME (as learned), NAME@x (lambda x), any x, :np
-        configured, colon, scope = label.partition(":")
-        if colon and scope != PROMPT_KEPT:
-            raise SystemExit(f"--order {label}: the only suffix is :{PROMPT_KEPT} (the prompt left unsteered)")
-        name, at, strength = configured.partition("@")
-        if name in learned and label not in configs:
-            try:
-                configs[label] = model_args(learned[name][0], float(strength) if at else None, steer_prompt=not colon)
-            except ValueError:
-                raise SystemExit(f"--order {label}: {strength!r} is not a lambda") from None
+        try:
+            parsed = parse_config(label)
+        except ValueError as error:
+            raise SystemExit(f"--order {label}: {error}") from None
+        if parsed.learned in learned and label not in configs:
+            configs[label] = model_args(learned[parsed.learned][0], parsed.strength if "@" in label else None,
+                                        steer_prompt=not parsed.prompt_kept)
     for spec in args.stack:
         name, members = stack_members(spec)
         configs[name] = ",intervention=" + "+".join(str(stack_part(learned, m)) for m in members)
@@ -271,8 +268,8 @@ def main() -> None:
     parser.add_argument("--preprompted", nargs="*", default=[], metavar="CONFIG",
                         help="configurations (unsteered, NAME, NAME@x) to run again with --preprompt")
     parser.add_argument("--order", nargs="*", default=None,
-                        help="configurations to run, in this order: unsteered, NAME (as learned), NAME@x (any lambda x), "
-                             f"either with :{PROMPT_KEPT} (the prompt left unsteered: steer_prompt=false)")
+                        help="configurations to run, in this order: unsteered, NAME (as learned), NAME@x (any "
+                             f"lambda x), either with :{PROMPT_KEPT} (the prompt left unsteered: steer_prompt=false)")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, run nothing more")
     parser.add_argument("--learn-only", action="store_true",
                         help="learn what --learn names (into <out>/interventions), run and tabulate nothing")

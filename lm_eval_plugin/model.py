@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 
 def plan_intervention(path: str | None, method: str, options: dict, use_cache: bool = True):
     """Check the intervention args now and return `model -> (Intervention | None, description)` to run once the
-    model is loaded: a file (only the apply-time options may come with it), a method learned (or read from the cache) with its
-    options, or none."""
+    model is loaded: a file (only the apply-time options may come with it), a method learned (or read from the
+    cache) with its options, or none."""
     from aura_tl.cache import learn_cached
     from aura_tl.intervention import Intervention, InterventionStack, apply_values
     from aura_tl.methods import get_method

@@ -89,7 +89,8 @@ def test_loglikelihood_leaves_each_context_unsteered(tmp_path):
         for context, continuation in pairs:
             ctx, cont = plain._encode_pair(context, continuation)
             tokens = torch.tensor([ctx + cont[:-1]])
-            with torch.inference_mode(), plain.model.hooks(fwd_hooks=shifted_from(iv, len(ctx) - 1 if start_at_context else 0)):
+            start = len(ctx) - 1 if start_at_context else 0
+            with torch.inference_mode(), plain.model.hooks(fwd_hooks=shifted_from(iv, start)):
                 logprobs = torch.log_softmax(plain.model(tokens)[0, len(ctx) - 1:].float(), dim=-1)
             sums.append(float(logprobs.gather(1, torch.tensor(cont)[:, None]).sum()))
         return sums

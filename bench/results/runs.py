@@ -14,27 +14,39 @@ from bench.results.paired import PAIRED_KEYS, PAIRED_RETENTION, bootstrap_ci, pa
 RTP_TASKS = ("rtp_toxicity_25", "rtp_toxicity_5", "rtp_toxicity")
 RETENTION_TASKS = ("piqa_local", "hellaswag_local", "wikitext_local")
 PPL = "wikitext_local/word_perplexity"
+PROMPT_KEPT = "np"  # `NAME[@x]:np`: NAME applied with steer_prompt=false (aura_tl.prompt_scope)
 
 
 class ConfigName(NamedTuple):
-    """A configuration's name, `LEARNED[@STRENGTH][+PREPROMPT]`, in its parts (one parser for every reader)."""
+    """A configuration's name, `LEARNED[@STRENGTH][:np][+PREPROMPT]`, in its parts (one parser for every reader)."""
 
     learned: str  # a --learn NAME, a --stack NAME or `unsteered`
     strength: float  # lambda (1 when not written)
     preprompt: str | None  # the pre-prompt its RTP prompts carry
     model: str  # the name without the pre-prompt: the configuration whose model it runs
+    prompt_kept: bool = False  # `:np`: the prompt left unsteered (steer_prompt=false)
 
 
 def parse_config(name: str) -> ConfigName:
+    """The parts of a name; a ValueError for a lambda that is not a number or a suffix other than `:np`."""
     model, _, preprompt = name.partition("+")
-    learned, _, strength = model.partition("@")
-    return ConfigName(learned, float(strength) if strength else 1.0, preprompt or None, model)
+    configured, colon, scope = model.partition(":")
+    if colon and scope != PROMPT_KEPT:
+        raise ValueError(f"the only suffix is :{PROMPT_KEPT} (the prompt left unsteered), not :{scope}")
+    learned, _, strength = configured.partition("@")
+    try:
+        value = float(strength) if strength else 1.0
+    except ValueError:
+        raise ValueError(f"{strength!r} is not a lambda") from None
+    return ConfigName(learned, value, preprompt or None, model, bool(colon))
 
 
 def base_name(config: str) -> str:
-    """The curve a configuration is drawn on: `act@0.5` -> `act`, `act@0.5+nontoxic` -> `act+nontoxic`."""
+    """The curve a configuration is drawn on: `act@0.5` -> `act`, `act@0.5+nontoxic` -> `act+nontoxic`,
+    `act@6:np` -> `act:np`."""
     parsed = parse_config(config)
-    return parsed.learned + (f"+{parsed.preprompt}" if parsed.preprompt else "")
+    return (parsed.learned + (f":{PROMPT_KEPT}" if parsed.prompt_kept else "")
+            + (f"+{parsed.preprompt}" if parsed.preprompt else ""))
 
 
 def task_dir_of(out: Path, name: str, task: str) -> Path:
