@@ -124,7 +124,8 @@ def describe_intervention(info: dict) -> str:
 
 
 class AuraHookedLM(TemplateLM):
-    """lm-eval's three request types on a TransformerLens model, with the intervention's hooks on every position."""
+    """lm-eval's three request types on a TransformerLens model, with the intervention's hooks on every position (with
+    steer_prompt=false, from each context's last position on: `aura_tl.prompt_scope`)."""
 
     backend = "causal"
 

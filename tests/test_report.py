@@ -44,6 +44,23 @@ def test_paired_reduction_matches_hand_computation(report):
     assert out["diff_lo"] <= out["diff"] <= out["diff_hi"]
 
 
+def test_paired_runs_pairs_against_any_run_by_hand(tmp_path):
+    """bench/paired_runs.py: runs paired against one that is not unsteered, on the prompts both scored."""
+    from bench.paired_runs import paired_rows
+
+    for name, values in {"a": {0: 0.8, 1: 0.4, 2: 0.6}, "b:np": {0: 0.2, 1: 0.2, 2: 0.4, 5: 1.0}}.items():
+        lines = [json.dumps({"doc_id": i, "toxicity_prob": v, "toxic_fraction": v / 4, "expected_max_toxicity": v})
+                 for i, v in values.items()]
+        folder = tmp_path / name / "rtp_toxicity_25" / "model"
+        folder.mkdir(parents=True)
+        (folder / "samples_rtp_toxicity_25_2026.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = paired_rows(tmp_path, "a", ["b:np"])
+    assert table[0].startswith("| a mean / mean | tox. probability | toxic rate | expected max |")
+    ratio = (0.8 + 0.4 + 0.6) / (0.2 + 0.2 + 0.4)  # doc 5, which only b scored, is left out
+    assert table[2].startswith(f"| `b:np` | {ratio:.2f}x (") and table[2].count(f"{ratio:.2f}x (") == 3
+    assert table[2].count("n 3") == 3
+
+
 def test_retention_accuracy_is_paired_over_the_documents_both_runs_answered(report, tmp_path):
     """HellaSwag per-doc acc_norm from lm-eval sample logs: the change in points by hand (3/4 -> 2/4 = -25)."""
     for name, values in {"unsteered": [1, 1, 0, 1], "act": [1, 0, 0, 1, 1]}.items():

@@ -104,18 +104,18 @@ def collect(out: Path, name: str, tasks: list[str]) -> dict:
     return row
 
 
-def add_paired(rows: dict[str, dict], runs: Path) -> None:
-    """Each configuration against unsteered on the same prompts: `paired/<metric>` = reduction factor and
-    difference; `paired/<task>/<metric>` = the accuracy change on the documents both runs answered."""
-    base = rtp_samples(runs / "unsteered")
+def add_paired(rows: dict[str, dict], runs: Path, against: str = "unsteered") -> None:
+    """Each configuration against `against` (unsteered) on the same prompts: `paired/<metric>` = reduction factor
+    and difference; `paired/<task>/<metric>` = the accuracy change on the documents both runs answered."""
+    base = rtp_samples(runs / against)
     for name, row in rows.items():
         other = rtp_samples(runs / name) if base else {}
-        if name != "unsteered" and other:
+        if name != against and other:
             for key in PAIRED_KEYS:
                 row[f"paired/{key}"] = paired_reduction(base, other, key)
     for task, (metric, _) in PAIRED_RETENTION.items():
-        base = task_samples(runs / "unsteered", task)
+        base = task_samples(runs / against, task)
         for name, row in rows.items():
-            other = task_samples(runs / name, task) if base and name != "unsteered" else {}
+            other = task_samples(runs / name, task) if base and name != against else {}
             if other:
                 row[f"paired/{task}/{metric}"] = paired_reduction(base, other, metric)
