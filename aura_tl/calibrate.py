@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.models import hf_tokenizer, start_token_id
 from aura_tl.paths import local_data_path
+from aura_tl.prompt_scope import prompt_before, prompt_marked
 
 log = logging.getLogger(__name__)
 WIKITEXT_DOCS = slice(20, 40)
@@ -158,11 +159,13 @@ def _perplexity_from_bos(model, rows: list[list[int]], unit: str, batch_size: in
     return math.exp(total / words)
 
 
-def token_logprobs_from_bos(model, rows: list[list[int]], batch_size: int = 8, progress: bool = False
-                           ) -> list[Float[np.ndarray, "tokens"]]:
+def token_logprobs_from_bos(model, rows: list[list[int]], batch_size: int = 8, progress: bool = False,
+                            prompt_lengths: list[int] | None = None) -> list[Float[np.ndarray, "tokens"]]:
     """log p of each token of each row (token ids, no BOS), each row read alone after the tokenizer's BOS (EOS where
     it has none): rows are batched by length and right-padded (causal: no real token sees the padding), at most
-    `batch_size` rows at once and fewer where their logits would pass `LOGITS_BUDGET`. Returned in input order."""
+    `batch_size` rows at once and fewer where their logits would pass `LOGITS_BUDGET`. Returned in input order.
+    With `prompt_lengths`, each row's first tokens are a prompt it continues (`aura_tl.prompt_scope`: an
+    intervention with steer_prompt=False edits from the prompt's last token on)."""
     tokenizer = hf_tokenizer(model)
     bos = start_token_id(tokenizer)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
@@ -175,7 +178,11 @@ def token_logprobs_from_bos(model, rows: list[list[int]], batch_size: int = 8, p
             width = max(len(rows[i]) for i in chunk)
             tokens = torch.tensor([[bos] + rows[i] + [bos] * (width - len(rows[i])) for i in chunk],
                                   device=model.cfg.device)
-            logits = model(tokens)[:, :-1].float()
+            # after BOS, a prompt of n tokens ends at position n: edits start there
+            prompt = None if prompt_lengths is None else prompt_before([prompt_lengths[i] for i in chunk], width + 1,
+                                                                        model.cfg.device)
+            with prompt_marked(prompt):
+                logits = model(tokens)[:, :-1].float()
             # log p(next token) without a second vocabulary-sized tensor: its logit minus the log normaliser
             picked = (logits.gather(-1, tokens[:, 1:, None])[..., 0] - logits.logsumexp(-1)).cpu().numpy()
             for row, i in enumerate(chunk):

@@ -6,6 +6,9 @@ tracks the continuation's toxicity score (Spearman) and what the continuations s
 
     python bench/own_continuation_cost.py --intervention tonpc@6=out/eval300/interventions/tonpc.safetensors@6
 
+With `FILE[@LAMBDA]:np` the prompt is left unsteered (steer_prompt=false): its tokens cost nothing, and the
+continuation's cost is the one generation pays.
+
 Greedy text is the mode of the model's distribution, so any edit that moves probability off the mode raises its
 perplexity; sampled text asks the same of text the model writes as a user sees it.
 """
@@ -68,7 +71,8 @@ def main() -> None:
         name, hooks = intervention_hooks(spec)
         for kind, t in texts.items():
             with hooks_applied(model, hooks):
-                steered = part_losses(token_logprobs_from_bos(model, t["rows"]), t["n_prompt"])
+                steered = part_losses(token_logprobs_from_bos(model, t["rows"], prompt_lengths=t["n_prompt"]),
+                                      t["n_prompt"])
             n_prompt = np.array(t["n_prompt"], float)
             ratio = {"prompt": perplexity_ratio(n_prompt, base[kind]["prompt"], steered["prompt"]),
                      "continuation": perplexity_ratio(t["n_cont"], base[kind]["continuation"], steered["continuation"]),

@@ -33,6 +33,7 @@ from aura_tl.intervention import Intervention
 from aura_tl.models import load_model
 from aura_tl.retention import report_slices
 from bench.results.paired import paired_bootstrap
+from bench.results.runs import PROMPT_KEPT
 
 
 def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitext_tokens: int, held_out: int = 0
@@ -65,10 +66,14 @@ def sparing_bos(pairs: list[tuple[str, Callable]]) -> list[tuple[str, Callable]]
 
 
 def intervention_hooks(spec: str) -> tuple[str, list[tuple[str, Callable]]]:
-    """`NAME=FILE[@LAMBDA]` (the benches' `--intervention`): the name and the file's forward hooks, at LAMBDA if given."""
+    """`NAME=FILE[@LAMBDA][:np]` (the benches' `--intervention`): the name and the file's forward hooks, at LAMBDA if
+    given, leaving marked prompts unsteered with `:np` (`aura_tl.prompt_scope`; whole texts have none)."""
     name, _, path = spec.partition("=")
+    path, colon, scope = path.partition(":")
+    if colon and scope != PROMPT_KEPT:
+        raise SystemExit(f"--intervention {spec}: the only suffix is :{PROMPT_KEPT} (the prompt left unsteered)")
     path, _, strength = path.partition("@")
-    intervention = Intervention.load(path)
+    intervention = Intervention.load(path).with_steer_prompt(not colon)
     return name, (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
 
 

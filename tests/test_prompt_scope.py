@@ -159,3 +159,28 @@ def test_generate_command_overrides_the_files_choice(tmp_path, capsys):
                      str(tmp_path / "shift.safetensors"), "--steer-prompt", flag, "--prompt", prompt,
                      "--max-new-tokens", "6"]) == 0
         assert f"linact: {expected[steer]!r}" in capsys.readouterr().out
+
+
+def test_scoring_from_bos_marks_each_rows_prompt(tiny):
+    """token_logprobs_from_bos(prompt_lengths=...) under steer_prompt=False: rows of different lengths batched, each
+    equal to a forward that edits from its prompt's last token on (position n after BOS), and to the plain steered
+    scores where no prompt is given."""
+    from aura_tl.calibrate import token_logprobs_from_bos
+    from aura_tl.models import start_token_id
+
+    bos = start_token_id(hf_tokenizer(tiny))
+    rows, prompts = [[11, 12, 13, 14, 15, 16], [21, 22, 23], [31, 32, 33, 34]], [3, 1, 2]
+    iv = shift(tiny, size=0.2)
+    with iv.with_steer_prompt(False).applied(tiny):
+        scoped = token_logprobs_from_bos(tiny, rows, prompt_lengths=prompts)
+        unmarked = token_logprobs_from_bos(tiny, rows)
+    with iv.applied(tiny):
+        everywhere = token_logprobs_from_bos(tiny, rows)
+    for row, n, got, plain, steered in zip(rows, prompts, scoped, unmarked, everywhere):
+        tokens = torch.tensor([[bos] + row])
+        with torch.inference_mode(), tiny.hooks(fwd_hooks=shifted_from(iv, n)):
+            logprobs = torch.log_softmax(tiny(tokens)[0, :-1].float(), dim=-1)
+        expected = logprobs.gather(1, tokens[0, 1:, None])[:, 0].numpy()
+        assert got == pytest.approx(expected, abs=1e-4)
+        assert plain == pytest.approx(steered, abs=1e-5)
+        assert abs(got[n:] - steered[n:]).max() > 1e-3  # the prompt, left alone, changes what follows
