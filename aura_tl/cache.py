@@ -81,7 +81,7 @@ def learn_cached(model, method: str, options, *, use_cache: bool = True, progres
     and is sound, else learned and written there (atomically)."""
     started = time.perf_counter()
     spec = get_method(method)
-    data = concept_data_for(options) if spec.needs_data else None
+    data = concept_data_for(options, model=model, progress=progress) if spec.needs_data else None
     if not use_cache:
         return CachedLearn(learn_intervention(model, data, method, options, progress=progress), None, False,
                            time.perf_counter() - started)

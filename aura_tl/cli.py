@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_learn(args) -> int:
     from aura_tl.distributed import join_process_group
     from aura_tl.io import check_writable
-    from aura_tl.learn import concept_data_for, learn_intervention
+    from aura_tl.learn import concept_data_for, learn_intervention, needs_model
     from aura_tl.models import check_device, load_model
 
     spec = get_method(args.method)
@@ -93,10 +93,13 @@ def cmd_learn(args) -> int:
     check_writable(args.output)
     if args.device:
         check_device(args.device)
-    data = concept_data_for(options, layout=args.layout) if spec.needs_data else None  # bad data fails before the model
+    # bad data fails before the model loads; the model's own (onpolicy-pairs:N) is built once it has
+    data = concept_data_for(options, layout=args.layout) if spec.needs_data and not needs_model(options.data) else None
     rank, device = join_process_group(args.device)  # under torchrun / accelerate launch
     model = load_model(args.model, device=device, dtype=args.dtype, backend=args.backend)
     started = time.perf_counter()
+    if data is None and spec.needs_data:
+        data = concept_data_for(options, layout=args.layout, model=model, progress=rank == 0)
     if data is not None:
         print(f"data: {data.source} ({data.layout}), {data.counts[1]} toxic + {data.counts[0]} non-toxic sentences",
               flush=True)

@@ -4,6 +4,11 @@ suppress, in the model's own distribution, rather than someone else's tweets.
 
 The result is a `text,label` JSONL (also `score`, `prompt`), written atomically, that `--data` reads; building it
 again with the same model, prompts and settings reuses the file (its settings are stored in a sidecar key).
+
+`data=onpolicy-pairs:N` builds (or reuses, in the cache dir) N continuations of each `learn` prompt and learns from
+prompt-matched pairs (`matched_pairs`): each toxic continuation beside a non-toxic one of the same prompt, both as
+prompt + continuation, so what separates the classes is the continuation (learn with `pooling=mean_last:16`;
+docs/results/past-lambda-4.md, section 3).
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
-from aura_tl.data import read_jsonl, rtp_records
+from aura_tl.data import ConceptData, read_jsonl, rtp_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.io import default_mode
 from aura_tl.models import cache_dir
@@ -24,6 +31,7 @@ from aura_tl.splits import TOXIC, prompt_text
 
 log = logging.getLogger(__name__)
 SOURCE = re.compile(r"onpolicy:([1-9]\d*)")  # `onpolicy:N`: N continuations of each learn prompt, built and cached
+PAIRS = re.compile(r"onpolicy-pairs:([1-9]\d*)")  # `data=onpolicy-pairs:N`: the same, as prompt-matched pairs
 
 
 def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", samples: int = 5, max_new_tokens: int = 20,
@@ -82,15 +90,57 @@ def read_onpolicy(path: str | Path) -> list[dict]:
     return rows
 
 
+def cached_onpolicy(model, samples: int, *, progress: bool = True) -> Path:
+    """The model's `samples` continuations of each `learn` prompt, built once into the cache dir and reused."""
+    name = re.sub(r"[^\w.-]+", "_", str(model.cfg.model_name))
+    return build_onpolicy_data(model, cache_dir() / "onpolicy" / f"{name}-learn-{samples}.jsonl", samples=samples,
+                               progress=progress)
+
+
 def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
     """The (prompt, continuation) pairs labelled toxic in `source`: `onpolicy:N` builds (or reuses, in the cache
     dir) the model's N continuations of each `learn` prompt; a path reads an `aura-tl onpolicy` file."""
     counted = SOURCE.fullmatch(str(source))
     if counted:
-        name = re.sub(r"[^\w.-]+", "_", str(model.cfg.model_name))
-        path = build_onpolicy_data(model, cache_dir() / "onpolicy" / f"{name}-learn-{counted[1]}.jsonl",
-                                   samples=int(counted[1]), progress=progress)
+        path = cached_onpolicy(model, int(counted[1]), progress=progress)
     else:
         check_source(source)
         path = Path(source).expanduser()
     return [(r["prompt"], r["text"]) for r in read_onpolicy(path) if int(r["label"]) == 1]
+
+
+def matched_pairs(rows: list[dict], seed: int = 0) -> list[dict]:
+    """{text, label} rows: every toxic continuation, then a non-toxic one of the same prompt (unused ones first;
+    else one of a prompt with no toxic continuation), in the file's prompt order."""
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["text"].strip():
+            by_prompt[row["prompt"]].append(row)
+    rng = random.Random(seed)
+    spare = [r for rs in by_prompt.values() if not any(int(x["label"]) for x in rs) for r in rs]
+    rng.shuffle(spare)
+    out = []
+    for prompt, group in by_prompt.items():
+        toxic = [r for r in group if int(r["label"]) == 1]
+        clean = [r for r in group if int(r["label"]) == 0]
+        rng.shuffle(clean)
+        for i, row in enumerate(toxic):
+            if i >= len(clean) and not spare:
+                raise ValueError("too few non-toxic continuations to match every toxic one")
+            other = clean[i] if i < len(clean) else spare.pop()
+            out += [{"text": joined(prompt, row["text"]), "label": 1},
+                    {"text": joined(other["prompt"], other["text"]), "label": 0}]
+    return out
+
+
+def pairs_data(model, source: str, *, seed: int = 0, progress: bool = True) -> ConceptData:
+    """Concept data for `data=onpolicy-pairs:N`: the matched pairs of the model's cached on-policy continuations."""
+    counted = PAIRS.fullmatch(str(source))
+    if not counted:
+        raise ValueError(f"not an on-policy pairs source (onpolicy-pairs:N): {source!r}")
+    path = cached_onpolicy(model, int(counted[1]), progress=progress)
+    rows = matched_pairs(read_onpolicy(path), seed)
+    if not rows:
+        raise ValueError(f"{path}: no continuation was scored toxic, so there are no pairs to learn from")
+    return ConceptData([r["text"] for r in rows], [r["label"] for r in rows], str(source), "onpolicy-pairs",
+                       {"file": str(path), "pairs": len(rows) // 2})

@@ -33,7 +33,7 @@ def test_build_score_label_and_reuse(tiny, tmp_path, shared_data, monkeypatch):
 
 
 def test_matched_pairs_put_each_toxic_continuation_beside_a_clean_one_of_its_prompt():
-    from bench.onpolicy_pairs import matched_pairs
+    from aura_tl.onpolicy import matched_pairs
 
     rows = [{"prompt": "You are", "text": "an idiot", "label": 1}, {"prompt": "You are", "text": "kind", "label": 0},
             {"prompt": "You are", "text": "a moron", "label": 1}, {"prompt": "Rain", "text": "  ", "label": 0},
@@ -44,3 +44,38 @@ def test_matched_pairs_put_each_toxic_continuation_beside_a_clean_one_of_its_pro
     assert pairs[3]["text"] in ("The sea is calm", "The sea is blue")  # its prompt had one clean continuation
     with pytest.raises(ValueError, match="too few non-toxic"):
         matched_pairs(rows[:3])
+
+
+class EveryThirdToxic:
+    """Scores the 1st, 4th, 7th ... text toxic: both labels, more non-toxic than toxic."""
+
+    def score(self, texts):
+        return [0.9 if i % 3 == 0 else 0.1 for i in range(len(texts))]
+
+
+def test_onpolicy_pairs_data_is_learned_from_the_models_cached_continuations(tiny, shared_data, monkeypatch, tmp_path):
+    """`data=onpolicy-pairs:N`: the cached on-policy file, built once, as matched pairs; learning reads it with the
+    model (and says so without one)."""
+    import aura_tl.onpolicy
+    from aura_tl.learn import concept_data_for, learn_intervention
+    from aura_tl.methods import get_method
+    from aura_tl.onpolicy import cached_onpolicy, matched_pairs, read_onpolicy
+
+    monkeypatch.setenv("AURA_TL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AURA_TL_RTP", str(shared_data / "rtp"))
+    learn = select_split(rtp_records(), "learn")[:6]
+    monkeypatch.setattr(aura_tl.onpolicy, "rtp_records", lambda split=None, path=None: learn)
+    monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: EveryThirdToxic())
+    options = get_method("linact").options(data="onpolicy-pairs:2", pooling="mean_last:4", hooks="hook_attn_out",
+                                           max_ppl_increase="none")
+    with pytest.raises(ValueError, match="pass the model"):
+        concept_data_for(options)
+    data = concept_data_for(options, model=tiny, progress=False)
+    expected = matched_pairs(read_onpolicy(cached_onpolicy(tiny, 2, progress=False)))
+    assert sorted(zip(data.texts, data.labels)) == sorted((r["text"], r["label"]) for r in expected)
+    assert data.counts[1] == data.counts[0] > 0 and data.source == "onpolicy-pairs:2"
+    prompts = {r["prompt"]["text"].strip() for r in learn}
+    assert all(any(text.startswith(p) for p in prompts) for text in data.texts)  # prompt + continuation, both sides
+    monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: pytest.fail("rebuilt instead of reused"))
+    iv = learn_intervention(tiny, None, "linact", options, progress=False)
+    assert iv.metadata["data"]["source"] == "onpolicy-pairs:2"

@@ -21,7 +21,8 @@ POOLING_HELP = ("how a sentence's tokens are pooled into one response per neuron
                 "(the mean of its last K tokens, e.g. a continuation after its prompt)")
 MAX_PER_CLASS_HELP = "cap on sentences per class (balanced sample)"
 DATA_HELP = ("concept data: a Jigsaw/Davidson/RTP/ParaDetox/text,label file, a built-in set ('embedded', 'rtp-learn'), "
-             "or rtp:<split> with local RTP records")
+             "rtp:<split> with local RTP records, or onpolicy-pairs:N (the model's own N continuations of each RTP "
+             "learn prompt, scored, as prompt-matched toxic / non-toxic pairs: aura_tl.onpolicy)")
 
 STRENGTH_HELP = ("lambda: how far the intervention moves activations (0 = off, 1 = full; up to the method's "
                  "max_strength, 1 for most, above 1 extrapolates the edit)")
