@@ -117,7 +117,8 @@ def print_summary(intervention) -> None:
     from aura_tl.methods.base import format_table
 
     meta = intervention.metadata
-    print(f"method {intervention.method}  model {intervention.shape.name}  strength {intervention.strength}")
+    print(f"method {intervention.method}  model {intervention.shape.name}  strength {intervention.strength}"
+          + ("" if intervention.steer_prompt else "  prompt unsteered (steer_prompt=false)"))
     if "data" in meta:
         print(f"data {meta['data'].get('source')}  n={meta['data'].get('n')}  pooling {meta.get('pooling')}")
     print(format_table(intervention.summary_rows()))

@@ -101,8 +101,10 @@ def test_loglikelihood_leaves_each_context_unsteered(tmp_path):
     assert min(abs(a - b) for a, b in zip(ours, by_hand(False))) > 1e-3
 
 
-def test_the_file_keeps_the_choice_and_only_then_needs_a_newer_reader(tiny, tmp_path):
+def test_the_file_keeps_the_choice_and_only_then_needs_a_newer_reader(tiny, tmp_path, capsys):
     from safetensors import safe_open
+
+    from aura_tl.cli import main
 
     iv = shift(tiny, size=0.2)
     iv.save(tmp_path / "all.safetensors")
@@ -114,6 +116,9 @@ def test_the_file_keeps_the_choice_and_only_then_needs_a_newer_reader(tiny, tmp_
     assert formats == {"all": "aura-tl/intervention/v2", "new": "aura-tl/intervention/v3"}
     assert Intervention.load(tmp_path / "all.safetensors").steer_prompt
     assert not Intervention.load(tmp_path / "new.safetensors").steer_prompt
+    for name, said in (("new", True), ("all", False)):
+        assert main(["inspect", str(tmp_path / f"{name}.safetensors")]) == 0
+        assert ("prompt unsteered" in capsys.readouterr().out) is said
     stack = InterventionStack.load([tmp_path / "all.safetensors", tmp_path / "new.safetensors"])
     assert [p.steer_prompt for p in stack.with_steer_prompt(False).parts] == [False, False]
 
