@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.backends import backend_of
 from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
-from aura_tl.prompt_scope import all_but_last, prompt_marked
+from aura_tl.prompt_scope import prompt_before, prompt_marked
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def generate_ids(
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
     decoder = backend_of(model).decoder(model)
-    with prompt_marked(all_but_last(*tokens.shape, device=device)):  # the prompt, for steer_prompt=False
+    # left-padded: every row's prompt ends in the last column, where edits start for steer_prompt=False
+    with prompt_marked(prompt_before([tokens.shape[1] - 1] * batch, tokens.shape[1], device)):
         logits = decoder.prefill(tokens, mask)
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
     chosen_steps: list[Tensor] = []

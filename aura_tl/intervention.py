@@ -28,7 +28,7 @@ from aura_tl.gating import GateRule, gated, rule_of
 from aura_tl.hooks import last_block, layer_of
 from aura_tl.io import atomic_save_safetensors, load_safetensors
 # the registry lookup of a file's method: the package's one import that runs back up (methods import this module)
-from aura_tl.methods import get_method
+from aura_tl.methods import get_method, option_specs
 from aura_tl.methods.base import APPLY_OPTIONS, Method
 from aura_tl.models import ModelShape
 from aura_tl.options import parse_value
@@ -238,8 +238,8 @@ def apply_values(values: Mapping[str, Any]) -> dict[str, Any]:
     extra = sorted(set(values) - set(APPLY_OPTIONS))
     if extra:
         raise ValueError(f"{extra} cannot change a saved intervention (only {', '.join(APPLY_OPTIONS)} can)")
-    types = {f.name: f.type for f in dataclasses.fields(Intervention)}
-    parsed = {k: parse_value({"float": float, "bool": bool}[types[k]], v, k) for k, v in values.items()}
+    specs = option_specs()  # the declared option's type: one declaration for flags, model args and this
+    parsed = {k: parse_value(specs[k].type, v, k) for k, v in values.items()}
     return {k: v for k, v in parsed.items() if v is not None}
 
 

@@ -37,11 +37,6 @@ def prompt_before(starts: Sequence[int], width: int, device=None) -> Bool[Tensor
     return torch.arange(width, device=device)[None, :] < torch.tensor(list(starts), device=device)[:, None]
 
 
-def all_but_last(batch: int, width: int, device=None) -> Bool[Tensor, "batch pos"]:
-    """The mark for a left-padded prefill: every position but the last (each row's last prompt token)."""
-    return prompt_before([width - 1] * batch, width, device)
-
-
 def leaving_prompt(fn: Callable) -> Callable:
     """`fn` (a hook returning the edited activation) applied only outside the marked prompt positions."""
     def hook(activation: Tensor, hook) -> Tensor:

@@ -33,7 +33,7 @@ from aura_tl.intervention import Intervention
 from aura_tl.models import load_model
 from aura_tl.retention import report_slices
 from bench.results.paired import paired_bootstrap
-from bench.results.runs import PROMPT_KEPT
+from bench.results.runs import split_prompt_kept
 
 
 def panel_rows(model, docs: int, prompts: int, continuation_tokens: int, wikitext_tokens: int, held_out: int = 0
@@ -69,11 +69,12 @@ def intervention_hooks(spec: str) -> tuple[str, list[tuple[str, Callable]]]:
     """`NAME=FILE[@LAMBDA][:np]` (the benches' `--intervention`): the name and the file's forward hooks, at LAMBDA if
     given, leaving marked prompts unsteered with `:np` (`aura_tl.prompt_scope`; whole texts have none)."""
     name, _, path = spec.partition("=")
-    path, colon, scope = path.partition(":")
-    if colon and scope != PROMPT_KEPT:
-        raise SystemExit(f"--intervention {spec}: the only suffix is :{PROMPT_KEPT} (the prompt left unsteered)")
+    try:
+        path, prompt_kept = split_prompt_kept(path)
+    except ValueError as error:
+        raise SystemExit(f"--intervention {spec}: {error}") from None
     path, _, strength = path.partition("@")
-    intervention = Intervention.load(path).with_steer_prompt(not colon)
+    intervention = Intervention.load(path).with_steer_prompt(not prompt_kept)
     return name, (intervention.with_strength(float(strength)) if strength else intervention).fwd_hooks()
 
 

@@ -27,18 +27,24 @@ class ConfigName(NamedTuple):
     prompt_kept: bool = False  # `:np`: the prompt left unsteered (steer_prompt=false)
 
 
+def split_prompt_kept(text: str) -> tuple[str, bool]:
+    """`X:np` -> (X, True), `X` -> (X, False); a ValueError for any other suffix."""
+    head, colon, scope = text.partition(":")
+    if colon and scope != PROMPT_KEPT:
+        raise ValueError(f"the only suffix is :{PROMPT_KEPT} (the prompt left unsteered), not :{scope}")
+    return head, bool(colon)
+
+
 def parse_config(name: str) -> ConfigName:
     """The parts of a name; a ValueError for a lambda that is not a number or a suffix other than `:np`."""
     model, _, preprompt = name.partition("+")
-    configured, colon, scope = model.partition(":")
-    if colon and scope != PROMPT_KEPT:
-        raise ValueError(f"the only suffix is :{PROMPT_KEPT} (the prompt left unsteered), not :{scope}")
+    configured, prompt_kept = split_prompt_kept(model)
     learned, _, strength = configured.partition("@")
     try:
         value = float(strength) if strength else 1.0
     except ValueError:
         raise ValueError(f"{strength!r} is not a lambda") from None
-    return ConfigName(learned, value, preprompt or None, model, bool(colon))
+    return ConfigName(learned, value, preprompt or None, model, prompt_kept)
 
 
 def base_name(config: str) -> str:
