@@ -133,7 +133,7 @@ def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp
     # the default does at full size is measured in bench/ and docs/results/): 5 minutes of CI less
     full = cache.concept_data_for
     monkeypatch.setattr(cache, "concept_data_for",
-                        lambda options, layout="auto", **_: full(dataclasses.replace(options, max_per_class=48), layout))
+                        lambda options, layout="auto", **kw: full(dataclasses.replace(options, max_per_class=48), layout, **kw))
     with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="lm_eval_plugin.model"):
         warnings.simplefilter("ignore")
         steered = AuraHookedLM(device="cpu")
