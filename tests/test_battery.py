@@ -62,7 +62,7 @@ def test_learn_bad_data(tiny_dir, tmp_path, capsys, case):
 @pytest.mark.parametrize("args, message", [
     (["--max-per-class", "0"], "max_per_class must be at least 1"),
     (["--max-per-class", "-5"], "max_per_class must be at least 1"),
-    (["--strength", "8.5"], "strength (lambda) of linact must be in [0, 8]"),
+    (["--strength", "16.5"], "strength (lambda) of linact must be in [0, 16]"),
     (["--method", "aura", "--data", "embedded", "--strength", "1.5"], "strength (lambda) of aura must be in [0, 1]"),
     (["--strength", "-0.1"], "strength (lambda) must be >= 0"),
     (["--hooks", "blocks.*.mlp.hook_psot"], "did you mean"),

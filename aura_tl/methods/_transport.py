@@ -62,7 +62,7 @@ class TransportMethod(Method):
 
     Options = TransportOptions
     applies = TRANSPORT_TENSORS
-    max_strength = 8.0  # lambda > 1 extrapolates the map (over-transport); see docs/results/defaults.md
+    max_strength = 16.0  # lambda > 1 extrapolates the map (over-transport); see docs/results/defaults.md
 
     def fit(self, source: Tensor, target: Tensor) -> dict[str, Tensor]:
         """omega, beta, lo, hi per dimension from the pooled toxic (source) and non-toxic (target) responses."""
