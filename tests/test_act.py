@@ -89,8 +89,8 @@ def test_strength_above_one_extrapolates_the_edit_at_every_hook(tiny, causal):
         torch.testing.assert_close(twice - a, 2 * (once - a))
     with causal.with_strength(2.0).applied(tiny):
         assert torch.isfinite(tiny(TOKENS)).all()
-    with pytest.raises(ValueError, match=r"of linact must be in \[0, 8\]"):
-        causal.with_strength(8.5)
+    with pytest.raises(ValueError, match=r"of linact must be in \[0, 16\]"):
+        causal.with_strength(16.5)
 
 
 def test_causal_agrees_on_first_layer_and_follows_the_earlier_maps(tiny, causal, plain):
