@@ -14,6 +14,7 @@ import torch
 from aura_tl.cli import main
 from conftest import save_tiny_llama
 from aura_tl.intervention import Intervention
+from aura_tl.methods import get_method
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +60,13 @@ def test_learn_bad_data(tiny_dir, tmp_path, capsys, case):
     assert message in err and "data.csv" in err and leftovers(tmp_path) == []
 
 
+LINACT_CAP = get_method("linact").max_strength  # the transport maps' cap, declared once on the method
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max-per-class", "0"], "max_per_class must be at least 1"),
     (["--max-per-class", "-5"], "max_per_class must be at least 1"),
-    (["--strength", "16.5"], "strength (lambda) of linact must be in [0, 16]"),
+    (["--strength", f"{LINACT_CAP + 0.5:g}"], f"strength (lambda) of linact must be in [0, {LINACT_CAP:g}]"),
     (["--method", "aura", "--data", "embedded", "--strength", "1.5"], "strength (lambda) of aura must be in [0, 1]"),
     (["--strength", "-0.1"], "strength (lambda) must be >= 0"),
     (["--hooks", "blocks.*.mlp.hook_psot"], "did you mean"),
@@ -94,8 +98,6 @@ def test_learn_refuses_non_finite_numbers(tiny_dir, tmp_path, capsys, args):
 @pytest.mark.parametrize("values", [{"strength": float("nan")}, {"strength": "inf"}, {"max_ppl_increase": "nan"},
                                     {"destein_alpha": float("inf")}])
 def test_python_api_refuses_non_finite_numbers(values):
-    from aura_tl.methods import get_method
-
     method = "destein" if "destein_alpha" in values else "linact"
     with pytest.raises(ValueError, match="not a finite number"):
         get_method(method).options(**values)
