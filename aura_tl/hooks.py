@@ -1,5 +1,10 @@
 """Turn user hook patterns (`blocks.*.mlp.hook_post`, or a short form like `hook_post`) into TransformerLens names,
-spelt one way whichever model class runs them (`aura_tl.backends`)."""
+spelt one way whichever model class runs them (`aura_tl.backends`).
+
+A pattern may name its layers as a range of the model's depth, `blocks.{1/2:}.hook_attn_out` (the later half), so one
+recipe means the same part of any model: `{START:END}` is a Python slice over the blocks whose ends are block indices
+(`{15:}`) or fractions of the depth (`1/2`, `0.5`; floor(fraction x n_layers)).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 
 from aura_tl.backends import backend_of
 
@@ -22,6 +28,41 @@ SHORT_FORMS = {
     "hook_z": "blocks.*.attn.hook_z",
     "hook_result": "blocks.*.attn.hook_result",
 }
+
+
+LAYER_RANGE = re.compile(r"\{([^{}:]*):([^{}:]*)\}")
+
+
+def _range_end(text: str, n_layers: int, pattern: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"layer range in '{pattern}': '{text}' is neither a block index nor a fraction of the depth "
+                         f"(write e.g. {{1/2:}} or {{15:}})") from None
+    if value.denominator == 1 and "/" not in text and "." not in text:
+        return int(value)  # a block index (negative counts from the end, as in a slice)
+    if not 0 <= value <= 1:
+        raise ValueError(f"layer range in '{pattern}': the fraction {text} lies outside [0, 1]")
+    return int(value * n_layers)  # floor: {1/2:} of 30 blocks starts at 15, of 18 at 9
+
+
+def expand_layer_ranges(pattern: str, n_layers: int) -> list[str]:
+    """`pattern` with a `{START:END}` layer range written out as one pattern per block (`blocks.{1/2:}.x` on 4
+    blocks -> `blocks.2.x`, `blocks.3.x`); a pattern without one is returned alone."""
+    match = LAYER_RANGE.search(pattern)
+    if match is None:
+        if "{" in pattern or "}" in pattern:
+            raise ValueError(f"hook pattern '{pattern}': a layer range is written {{START:END}}, e.g. blocks.{{1/2:}}.hook_attn_out")
+        return [pattern]
+    start, end = (_range_end(part, n_layers, pattern) for part in match.groups())
+    layers = range(n_layers)[slice(start, end)]
+    if not layers:
+        raise ValueError(f"hook pattern '{pattern}' names no block of a {n_layers}-block model")
+    return [out for layer in layers
+            for out in expand_layer_ranges(pattern[:match.start()] + str(layer) + pattern[match.end():], n_layers)]
 
 
 def split_patterns(patterns: str | Sequence[str]) -> list[str]:
@@ -53,7 +94,8 @@ def resolve_hook_names(model, patterns: str | Sequence[str] = DEFAULT_HOOKS) -> 
     other_spellings = backend.spellings(model)
     position = {name: i for i, name in enumerate(available)}
     chosen: list[str] = []
-    for pattern in split_patterns(patterns):
+    concrete = [one for pattern in split_patterns(patterns) for one in expand_layer_ranges(pattern, model.cfg.n_layers)]
+    for pattern in concrete:
         matched = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
         matched += [user for other, user in other_spellings.items() if fnmatch.fnmatchcase(other, pattern)]
         if not matched:

@@ -116,6 +116,7 @@ def test_responses_from_a_transformerlens_cache_equal_collect_responses(tiny):
     plain = {k: v for k, v in cache.items()}  # a plain dict of tensors works too
     assert responses_from_cache(plain, None, "blocks.0.attn.hook_z", attention_mask=batch.attention_mask
                                 ).pooled["blocks.0.attn.hook_z"].shape == (4, 32)
+    assert list(responses_from_cache(plain, None, "blocks.{1/2:}.attn.hook_z").pooled) == ["blocks.1.attn.hook_z"]
     with pytest.raises(ValueError, match="no activation in the cache"):
         responses_from_cache(cache, None, "blocks.*.hook_nothing")
 

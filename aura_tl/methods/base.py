@@ -16,7 +16,8 @@ from aura_tl.hooks import DEFAULT_HOOKS
 from aura_tl.options import as_dict, coerce_options, internal, option, option_names
 from aura_tl.responses import check_sentence_pooling
 
-HOOKS_HELP = "hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer; short forms: hook_post, hook_attn_out, ..."
+HOOKS_HELP = ("hook pattern(s), comma-separated ('|' in lm-eval model_args); '*' is the layer, {1/2:} the later half of "
+              "the blocks ({START:END}: block indices or fractions of the depth); short forms: hook_post, hook_attn_out, ...")
 POOLING_HELP = ("how a sentence's tokens are pooled into one response per neuron: max, mean, last, or mean_last:K "
                 "(the mean of its last K tokens, e.g. a continuation after its prompt)")
 MAX_PER_CLASS_HELP = "cap on sentences per class (balanced sample)"
