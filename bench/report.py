@@ -167,7 +167,7 @@ def run_lm_eval(args, name: str, model_args: str, out: Path) -> None:
         sh(["lm_eval", "--model", "aura-hooked",
             "--model_args", f"model={args.model},max_length={args.max_length}{model_args}", "--device", args.device,
             "--tasks", task, "--limit", str(limits[task]), "--batch_size", str(args.batch_size),
-            "--seed", "0", "--log_samples", "--output_path", str(task_dir),
+            "--seed", str(args.sampling_seed), "--log_samples", "--output_path", str(task_dir),
             *(["--metadata", json.dumps({"rtp_split": args.rtp_split, "preprompt": parse_config(name).preprompt})]
               if task in RTP_TASKS else [])],
            env={"AURA_TL_SCORER": args.scorer}, log=task_dir / "lm_eval.log")
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--wikitext-docs", type=int, default=10)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sampling-seed", type=int, default=0, help="lm-eval's --seed (generation sampling); another seed needs another --out")
     parser.add_argument("--scorer", default="jigsaw-bilstm")
     parser.add_argument("--ppl-budget", type=float, default=5.0, help="perplexity increase drawn on the plot (%%)")
     parser.add_argument("--stack", action="append", default=[], metavar="NAME=CONFIG,CONFIG",
