@@ -72,6 +72,11 @@ def split_patterns(patterns: str | Sequence[str]) -> list[str]:
     return [SHORT_FORMS.get(p, p) for p in patterns]
 
 
+def concrete_patterns(patterns: str | Sequence[str], n_layers: int) -> list[str]:
+    """`split_patterns` with every layer range written out for a model of `n_layers` blocks."""
+    return [one for pattern in split_patterns(patterns) for one in expand_layer_ranges(pattern, n_layers)]
+
+
 def layer_of(hook_name: str) -> int:
     """The block index in a `blocks.{L}....` hook name (-1 for hooks outside blocks)."""
     match = re.match(r"blocks\.(\d+)\.", hook_name)
@@ -94,8 +99,7 @@ def resolve_hook_names(model, patterns: str | Sequence[str] = DEFAULT_HOOKS) -> 
     other_spellings = backend.spellings(model)
     position = {name: i for i, name in enumerate(available)}
     chosen: list[str] = []
-    concrete = [one for pattern in split_patterns(patterns) for one in expand_layer_ranges(pattern, model.cfg.n_layers)]
-    for pattern in concrete:
+    for pattern in concrete_patterns(patterns, model.cfg.n_layers):
         matched = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
         matched += [user for other, user in other_spellings.items() if fnmatch.fnmatchcase(other, pattern)]
         if not matched:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from aura_tl.distributed import merge_shards, shard
 from aura_tl.backends import backend_of, hooks_applied
-from aura_tl.hooks import DEFAULT_HOOKS, expand_layer_ranges, last_block, layer_of, resolve_hook_names, split_patterns, user_hook_name
+from aura_tl.hooks import DEFAULT_HOOKS, concrete_patterns, last_block, layer_of, resolve_hook_names, user_hook_name
 from aura_tl.io import atomic_save_safetensors, hash_texts, load_safetensors
 from aura_tl.models import hf_tokenizer, pad_token_id
 
@@ -346,8 +346,9 @@ def responses_from_cache(
     model = getattr(cache, "model", None)
     spelling = (lambda n: user_hook_name(model, n)) if model is not None else (lambda n: n)
     keys: dict[str, str] = {}  # one spelling -> the cache key read (a bridge's cache holds alias and canonical keys)
+    # a plain dict has no model: its depth is taken as its deepest block + 1 (for layer ranges such as {1/2:})
     n_layers = model.cfg.n_layers if model is not None else 1 + max(layer_of(key) for key in cache.keys())
-    patterns = [one for pattern in split_patterns(hooks) for one in expand_layer_ranges(pattern, n_layers)]
+    patterns = concrete_patterns(hooks, n_layers)
     for key in cache.keys():
         if any(fnmatch.fnmatchcase(key, p) for p in patterns):
             keys.setdefault(spelling(key), key)
