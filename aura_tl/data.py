@@ -13,6 +13,9 @@ Layouts (detected from the columns, or forced with `layout=`):
   split's RealToxicityPrompts sentences labelled by Perspective (the recommended default for Linear-AcT).
 - `rtp:<split>` (`rtp:learn`): the `rtp` layout on one split (`aura_tl.splits`) of the local RealToxicityPrompts
   records (`$AURA_TL_RTP`, else the shared data folder's `rtp/`).
+
+The `learn` split's prompts also ship (`aura_tl/prompt_sets/`): what continues learn prompts reads them when no RTP
+records are local (`prompt_records`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from aura_tl.splits import select_split
 
 EMBEDDED = "embedded"
 BUNDLED_DIR = Path(__file__).resolve().parent / "concept_sets"
+# the `learn` split's RTP prompts (text and Perspective toxicity), so that what continues learn prompts (`onpolicy:N`,
+# `continued:N`) works on a fresh install; provenance and licence in the folder's README
+BUNDLED_LEARN_PROMPTS = Path(__file__).resolve().parent / "prompt_sets" / "rtp-learn.jsonl.gz"
 JIGSAW_OTHER_LABELS = ["severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
@@ -284,6 +290,25 @@ def rtp_records(path: str | Path | None = None, split: str | None = None,
                                 "(or AURA_SHARED_DATA to a folder with rtp/)")
     records = read_rtp_records(found) if found else hub_records()
     return select_split(records, split) if split else records
+
+
+def bundled_learn_records() -> list[dict]:
+    """The `learn` split's RTP records as shipped: {"prompt": {"text", "toxicity"}} each, in the local file order."""
+    with gzip.open(BUNDLED_LEARN_PROMPTS, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def prompt_records(split: str) -> list[dict]:
+    """The RTP records of `split` whose prompts are continued (on-policy data, a gate's continued prompts): the local
+    records, else, for `learn` only, the prompts shipped with aura-tl (the same records: `bench/bundle_concept_data.py`)."""
+    found = local_data_path(None, "AURA_TL_RTP", "rtp", name="rtp_path")
+    if found is not None:
+        return rtp_records(found, split)
+    if split == "learn":
+        return bundled_learn_records()
+    raise FileNotFoundError(f"no local RealToxicityPrompts records for the {split!r} split (aura-tl ships only the "
+                            "learn split's prompts): set AURA_TL_RTP to a JSONL file or folder (or AURA_SHARED_DATA "
+                            "to a folder with rtp/)")
 
 
 def rtp_prompts(records: list[dict], source: str | Path) -> list[dict]:

@@ -22,7 +22,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from aura_tl.data import ConceptData, read_jsonl, rtp_records
+from aura_tl.data import ConceptData, read_jsonl, prompt_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.io import default_mode
 from aura_tl.models import cache_dir
@@ -49,7 +49,7 @@ def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", sample
             return path
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
-    prompts = [prompt_text(r) for r in rtp_records(split=split)]
+    prompts = [prompt_text(r) for r in prompt_records(split)]
     repeated = [p for p in prompts for _ in range(samples)]
     config = SamplingConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=0.9, seed=seed)
     texts = generate(model, repeated, config, batch_size=batch_size, progress=progress, desc="on-policy continuations")

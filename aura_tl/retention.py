@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aura_tl.calibrate import WIKITEXT_DOCS, paragraphs, short_rows, wikitext_slice, window_rows
-from aura_tl.data import read_davidson_neither, read_jsonl, read_paradetox_pairs, rtp_records
+from aura_tl.data import read_davidson_neither, read_jsonl, prompt_records, read_paradetox_pairs
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer
 from aura_tl.paths import local_data_path
@@ -133,9 +133,10 @@ def near_toxic_texts(texts: slice, kinds: tuple[str, ...] = NEAR_TOXIC) -> dict[
 
 
 def nontoxic_prompts(split: str, n: int) -> list[str]:
-    """The first `n` non-toxic RTP prompts of `split` from local records; [] when RTP is not local."""
+    """The first `n` non-toxic RTP prompts of `split` (`prompt_records`: local records, else the shipped `learn`
+    prompts); [] when there are none."""
     try:
-        records = rtp_records(split=split)
+        records = prompt_records(split)
     except FileNotFoundError:
         return []
     return [prompt_text(r) for r in records if not prompt_is_toxic(r)][:n]

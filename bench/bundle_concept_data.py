@@ -5,6 +5,8 @@
 
 `rtp-learn`: every prompt and continuation sentence of the `learn` split (aura_tl.splits) of the shared
 RealToxicityPrompts records, labelled toxic when its Perspective toxicity >= 0.5 (the `rtp` layout's rule).
+`prompt_sets/rtp-learn`: the same split's prompts, {"prompt": {"text", "toxicity"}} per record in file order, which
+`onpolicy:N` and `continued:N` continue when no RTP records are local (`aura_tl.data.prompt_records`).
 `smollm2-onpolicy`: the continuations SmolLM2-135M-Instruct sampled for learn-split prompts (`aura-tl onpolicy`),
 labelled by the offline scorer; text and label only (no RTP prompt text). Both are gzipped `text,label` JSONL,
 written byte-for-byte reproducibly (fixed gzip mtime), so rebuilding shows no diff.
@@ -18,17 +20,33 @@ import io
 import json
 from pathlib import Path
 
-from aura_tl.data import BUNDLED_DIR, _rows_rtp, read_jsonl, rtp_records
+from aura_tl.data import BUNDLED_DIR, BUNDLED_LEARN_PROMPTS, _rows_rtp, read_jsonl, rtp_records
+from aura_tl.splits import prompt_is_toxic, prompt_text
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """`rows` as gzipped JSONL, byte-for-byte reproducible (fixed mtime)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as handle:
+        for row in rows:
+            handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    return path
 
 
 def write_set(name: str, texts: list[str], labels: list[int]) -> Path:
-    path = BUNDLED_DIR / f"{name}.jsonl.gz"
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as handle:
-        for text, label in zip(texts, labels):
-            handle.write((json.dumps({"text": text, "label": int(label)}, ensure_ascii=False) + "\n").encode())
-    path.write_bytes(buffer.getvalue())
+    path = write_rows(BUNDLED_DIR / f"{name}.jsonl.gz",
+                      [{"text": text, "label": int(label)} for text, label in zip(texts, labels)])
     print(f"{path}: {len(texts)} sentences, {sum(labels)} toxic, {path.stat().st_size / 1024:.1f} KiB")
+    return path
+
+
+def write_learn_prompts(records: list[dict]) -> Path:
+    rows = [{"prompt": {"text": prompt_text(r), "toxicity": r["prompt"].get("toxicity")}} for r in records]
+    path = write_rows(BUNDLED_LEARN_PROMPTS, rows)
+    toxic = sum(prompt_is_toxic(r) for r in rows)
+    print(f"{path}: {len(rows)} prompts, {toxic} toxic, {path.stat().st_size / 1024:.1f} KiB")
     return path
 
 
@@ -38,8 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     import pandas as pd
 
-    texts, labels = _rows_rtp(pd.DataFrame(rtp_records(split="learn")))
+    learn = rtp_records(split="learn")
+    texts, labels = _rows_rtp(pd.DataFrame(learn))
     write_set("rtp-learn", texts, labels)
+    write_learn_prompts(learn)
     if args.onpolicy:
         rows = [r for r in read_jsonl(args.onpolicy) if r["text"].strip()]
         write_set("smollm2-onpolicy", [r["text"] for r in rows], [r["label"] for r in rows])

@@ -65,3 +65,34 @@ def test_bundled_rtp_learn_is_the_learn_split(shared_data):
     assert "rtp-learn" in bundled_sets()
     shipped, local = load_concept_data("rtp-learn"), load_concept_data("rtp:learn")
     assert shipped.texts == local.texts and shipped.labels == local.labels and shipped.counts[1] == 398
+
+
+def test_shipped_learn_prompts_are_the_learn_split(shared_data):
+    """The shipped prompts are the local learn split's, text and toxicity (rebuild: bench/bundle_concept_data.py)."""
+    from aura_tl.data import bundled_learn_records, rtp_records
+    from aura_tl.splits import prompt_is_toxic, prompt_text
+
+    shipped, local = bundled_learn_records(), rtp_records(split="learn")
+    assert [prompt_text(r) for r in shipped] == [prompt_text(r) for r in local]
+    assert [r["prompt"]["toxicity"] for r in shipped] == pytest.approx([r["prompt"]["toxicity"] for r in local])
+    assert sum(map(prompt_is_toxic, shipped)) == 198
+
+
+def test_without_local_rtp_only_learn_prompts_come_from_the_package(monkeypatch, tmp_path):
+    """A fresh install (no RTP records anywhere) continues the shipped learn prompts; other splits are an error,
+    and the gate's continued prompts are its non-toxic ones."""
+    from aura_tl import paths, retention
+    from aura_tl.data import bundled_learn_records, prompt_records
+    from aura_tl.splits import prompt_is_toxic, prompt_text
+
+    monkeypatch.delenv("AURA_TL_RTP", raising=False)
+    monkeypatch.setattr(paths, "shared_data_dir", lambda: None)
+    assert prompt_records("learn") == bundled_learn_records()
+    with pytest.raises(FileNotFoundError, match="'eval' split"):
+        prompt_records("eval")
+    clean = [prompt_text(r) for r in bundled_learn_records() if not prompt_is_toxic(r)]
+    assert retention.nontoxic_prompts("learn", 5) == clean[:5] and len(clean) == 282
+    assert retention.nontoxic_prompts("calibrate", 5) == []
+    monkeypatch.setenv("AURA_TL_RTP", str(tmp_path / "missing.jsonl"))  # a path given but wrong is never replaced
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        prompt_records("learn")

@@ -19,7 +19,7 @@ def test_build_score_label_and_reuse(tiny, tmp_path, shared_data, monkeypatch):
 
     monkeypatch.setenv("AURA_TL_RTP", str(shared_data / "rtp"))
     learn = select_split(rtp_records(), "learn")[:6]
-    monkeypatch.setattr(aura_tl.onpolicy, "rtp_records", lambda split=None, path=None: learn)
+    monkeypatch.setattr(aura_tl.onpolicy, "prompt_records", lambda split: learn)
     monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: FixedScorer())
     path = build_onpolicy_data(tiny, tmp_path / "op.jsonl", samples=2, max_new_tokens=6, progress=False)
     rows = read_jsonl(path)
@@ -64,7 +64,7 @@ def test_onpolicy_pairs_data_is_learned_from_the_models_cached_continuations(tin
     monkeypatch.setenv("AURA_TL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AURA_TL_RTP", str(shared_data / "rtp"))
     learn = select_split(rtp_records(), "learn")[:6]
-    monkeypatch.setattr(aura_tl.onpolicy, "rtp_records", lambda split=None, path=None: learn)
+    monkeypatch.setattr(aura_tl.onpolicy, "prompt_records", lambda split: learn)
     monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: EveryThirdToxic())
     options = get_method("linact").options(data="onpolicy-pairs:2", pooling="mean_last:4", hooks="hook_attn_out",
                                            max_ppl_increase="none")
