@@ -8,8 +8,8 @@ A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples o
 (`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); `piqa:N` / `hellaswag:N` are the
 PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
 neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
-non-toxic `learn`-split RTP prompts each with the unsteered model's greedy continuation (the panel's own
-continuations, which read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text
+non-toxic `learn`-split RTP prompts (local, else shipped with the package) each with the unsteered model's greedy
+continuation (the panel's own continuations read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text
 on a toxic sentence's subject) from pair `GATE_NEAR_TEXTS_START` (1000) on (the report's held-out check and
 calibration read the pairs before it: `aura_tl.retention`); `davidson:N` is N Davidson tweets labelled "neither"
 (chat-like text, where every gate opens) from the same index on; any other item is a text file, one text per
@@ -80,13 +80,9 @@ def task_neutral(kind: str, n: int) -> list[str]:
 
 
 def continued_neutral(model, n: int) -> list[str]:
-    """The first `n` non-toxic `learn` prompts with the unsteered model's greedy continuations; [] with a warning
-    when RTP is not local."""
-    prompts = nontoxic_prompts("learn", n)
-    if not prompts:
-        log.warning("no local RTP found: the gate's neutral text leaves out the model's continuations")
-        return []
-    return own_continuations(model, prompts)
+    """The first `n` non-toxic `learn` prompts (local records, else the shipped ones: `aura_tl.data.prompt_records`)
+    with the unsteered model's greedy continuations."""
+    return own_continuations(model, nontoxic_prompts("learn", n))
 
 
 def near_toxic_neutral(kind: str, n: int) -> list[str]:
