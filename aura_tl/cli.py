@@ -1,4 +1,4 @@
-"""`aura-tl`: learn an intervention, generate with and without it, inspect a saved one.
+"""`aura-tl`: learn an intervention, calibrate it to a budget, generate with and without it, inspect a saved one.
 
 A thin shell: it parses arguments and calls the library. The method options' flags are generated from the
 methods' declarations (`aura_tl.methods`), so they carry the same names as the lm-eval model_args.
@@ -16,7 +16,7 @@ import time
 from aura_tl.backends import BACKEND_HELP, BACKENDS
 from aura_tl.gating import DEFAULT_GATE, gate_names, get_gate
 from aura_tl.methods import DEFAULT_METHOD, get_method, method_names, option_specs
-from aura_tl.methods.base import APPLY_OPTIONS
+from aura_tl.methods.base import APPLY_OPTIONS, CALIBRATE_OPTIONS
 from aura_tl.models import DEFAULT_MODEL, EMBEDDED_MODELS
 from aura_tl.options import add_option_flags, given_values, option_names, parse_float_flag
 
@@ -31,6 +31,11 @@ DEFAULT_PROMPTS = [
 def apply_specs() -> list:
     """The options a saved intervention takes when applied (`APPLY_OPTIONS`), as flags declare them."""
     return [option_specs()[name] for name in APPLY_OPTIONS]
+
+
+def calibrate_specs() -> list:
+    """The options calibrating a saved intervention again takes (`CALIBRATE_OPTIONS`), as flags declare them."""
+    return [option_specs()[name] for name in CALIBRATE_OPTIONS]
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=parse_float_flag, default=1.0)
     gen.add_argument("--top-p", type=parse_float_flag, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
+
+    calibrate = sub.add_parser("calibrate", help="an intervention file -> the same at the strongest strength within "
+                                                 "a perplexity budget (a new budget without learning again)")
+    _model_args(calibrate)
+    calibrate.add_argument("intervention", help="an intervention .safetensors file")
+    add_option_flags(calibrate, calibrate_specs(), title="calibration (--strength: the cap the search runs up to)",
+                     unset="default: as the file was learned")
+    calibrate.add_argument("-o", "--output", required=True, help="where the calibrated intervention is written")
 
     sub.add_parser("methods", help="list the registered methods and their options")
 
@@ -122,6 +135,28 @@ def print_summary(intervention) -> None:
     if "data" in meta:
         print(f"data {meta['data'].get('source')}  n={meta['data'].get('n')}  pooling {meta.get('pooling')}")
     print(format_table(intervention.summary_rows()))
+
+
+def cmd_calibrate(args) -> int:
+    from aura_tl.intervention import Intervention
+    from aura_tl.io import check_writable
+    from aura_tl.learn import recalibrated, recalibration_options
+    from aura_tl.models import load_model
+
+    intervention = Intervention.load(args.intervention)
+    given = given_values(args, calibrate_specs())
+    recalibration_options(intervention, **given)  # bad values and a missing budget fail before the model loads
+    check_writable(args.output)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
+    result = recalibrated(model, intervention, **given)
+    record = result.metadata["calibration"]
+    path = result.save(args.output)
+    worst = max(record["chosen_ppl"][k] / record["base_ppl"][k] for k in record["chosen_ppl"])
+    upper = max(strength for strength, _ in record["points"])
+    print(f"strength {result.strength:g} (searched up to {upper:g}): worst panel text "
+          f"{100 * (worst - 1):+.2f} % against a budget of +{100 * (record['budget_ratio'] - 1):g} % on "
+          f"{', '.join(record['chosen_ppl'])}; saved to {path}")
+    return 0
 
 
 def cmd_onpolicy(args) -> int:
@@ -190,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # unwind like Ctrl-C: temporary files are removed on the way out
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    commands = {"learn": cmd_learn, "generate": cmd_generate, "inspect": cmd_inspect, "methods": cmd_methods,
+    commands = {"learn": cmd_learn, "calibrate": cmd_calibrate, "generate": cmd_generate, "inspect": cmd_inspect, "methods": cmd_methods,
                 "onpolicy": cmd_onpolicy}
     try:
         return commands[args.command](args)

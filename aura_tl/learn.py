@@ -16,6 +16,7 @@ from aura_tl.data import ConceptData, load_concept_data
 from aura_tl.gating import GateRule, get_gate
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods import DEFAULT_METHOD, ConceptOptions, get_method
+from aura_tl.methods.base import CALIBRATE_OPTIONS
 from aura_tl.neutral_text import neutral_texts
 from aura_tl.onpolicy import PAIRS, pairs_data
 from aura_tl.options import as_dict
@@ -184,5 +185,32 @@ def calibrated(model, intervention: Intervention, options, data: ConceptData | N
                                strength=strength)
 
 
-__all__ = ["calibrated", "concept_data_for", "gates_from_responses", "intervention_from_responses", "learn_gates",
+def recalibration_options(intervention: Intervention, **given):
+    """The options calibrating `intervention` again uses: `CALIBRATE_OPTIONS` as `given`, else as the file was learned
+    (`strength`: the cap it was learned with, which the search runs up to); an error without a budget."""
+    unknown = sorted(set(given) - set(CALIBRATE_OPTIONS))
+    if unknown:
+        raise ValueError(f"{unknown}: calibrating again takes only {', '.join(CALIBRATE_OPTIONS)}")
+    learned = intervention.metadata.get("options", {})
+    values = {"strength": intervention.strength, **{k: learned[k] for k in ("seed", *CALIBRATE_OPTIONS)
+                                                      if learned.get(k) is not None}}
+    values.update({k: v for k, v in given.items() if v is not None})
+    options = intervention.spec.options(**values)
+    if "max_ppl_increase" not in values or options.max_ppl_increase is None:  # not the method's default budget
+        raise ValueError("calibrating needs a budget, max_ppl_increase: the file was learned without one")
+    return options
+
+
+def recalibrated(model, intervention: Intervention, *, progress: bool = True, **given) -> Intervention:
+    """`intervention` calibrated again on `model` (a new budget without learning again), with
+    `recalibration_options`; they replace the file's learned ones in its metadata, so a next call keeps them."""
+    options = recalibration_options(intervention, **given)
+    intervention.check_compatible(model)
+    result = calibrated(model, intervention.with_strength(options.strength), options, progress=progress)
+    used = {**intervention.metadata.get("options", {}),
+            **{k: v for k, v in as_dict(options).items() if k in CALIBRATE_OPTIONS}}
+    return dataclasses.replace(result, metadata={**result.metadata, "options": used})
+
+
+__all__ = ["calibrated", "concept_data_for", "recalibrated", "recalibration_options", "gates_from_responses", "intervention_from_responses", "learn_gates",
            "learn_intervention"]

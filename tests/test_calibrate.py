@@ -162,3 +162,31 @@ def test_paragraph_perplexity_scores_each_text_alone_from_bos(tiny):
     assert paragraph_perplexity(tiny, texts) == pytest.approx(math.exp(total / count), rel=1e-5)
     assert paragraph_perplexity(tiny, texts, batch_size=1) == pytest.approx(paragraph_perplexity(tiny, texts), rel=1e-6)
     assert paragraphs(" = Title = \n first line \n = = Sub = = \n second line \n") == ["first line", "second line"]
+
+
+def test_calibrating_a_saved_file_again_equals_learning_with_the_budget(tiny, shared_data, tmp_path):
+    """`recalibrated` on a file learned without a budget picks what learning with that budget picks (the same text,
+    the same search); options not given are the file's own, and a file without a budget needs one."""
+    from aura_tl.intervention import Intervention
+    from aura_tl.learn import recalibrated
+
+    text = tmp_path / "calibration.txt"
+    text.write_text(TEXT)
+    data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
+                       [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
+    budgeted = learn_intervention(tiny, data, "linact", max_ppl_increase=1.0, calibration_text=str(text),
+                                  calibration_panel="full", strength=4.0, progress=False)
+    plain = learn_intervention(tiny, data, "linact", max_ppl_increase="none", strength=4.0, progress=False)
+    saved = Intervention.load(plain.save(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="needs a budget"):
+        recalibrated(tiny, saved, progress=False)
+    again = recalibrated(tiny, saved, max_ppl_increase=1.0, calibration_text=str(text), calibration_panel="full",
+                         progress=False)
+    assert 0 < again.strength < 4.0 and again.strength == budgeted.strength
+    assert again.metadata["calibration"]["chosen_ppl"] == budgeted.metadata["calibration"]["chosen_ppl"]
+    # from the calibrated file: its budget and text are kept, a larger cap searches higher, a larger budget allows more
+    wider = recalibrated(tiny, again, strength=8.0, max_ppl_increase=50.0, progress=False)
+    assert max(s for s, _ in wider.metadata["calibration"]["points"]) == 8.0
+    assert wider.metadata["calibration"]["text"] == str(text) and wider.strength > again.strength
+    with pytest.raises(ValueError, match="takes only"):
+        recalibrated(tiny, saved, gate="tuned")

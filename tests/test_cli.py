@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from aura_tl.cli import main
 from aura_tl.intervention import Intervention
@@ -85,3 +86,21 @@ def test_bad_output_paths_fail_before_any_work(tmp_path, capsys, monkeypatch):
 def test_negative_max_per_class_is_refused(capsys):
     assert main(["learn", "--max-per-class", "-5", "-o", "/tmp/never.safetensors"]) == 2
     assert "max_per_class must be at least 1" in capsys.readouterr().err
+
+
+def test_calibrate_a_saved_file_to_a_new_budget(tiny_dir, tmp_path, capsys):
+    """`aura-tl calibrate`: a file learned without a budget is refused before the model loads; with one, the file
+    written is the same intervention at the strength the budget allows, searched up to the cap given."""
+    plain, out = tmp_path / "plain.safetensors", tmp_path / "calibrated.safetensors"
+    assert main(["learn", "--model", str(tiny_dir), "--method", "linact", "--data", "embedded", "--max-per-class", "16",
+                 "--hooks", "hook_attn_out", "--gate", "false", "--max-ppl-increase", "none", "--strength", "1",
+                 "-o", str(plain)]) == 0
+    assert main(["calibrate", str(plain), "--model", "/nonexistent", "-o", str(out)]) == 2
+    assert "needs a budget" in capsys.readouterr().err and not out.exists()
+    assert main(["calibrate", str(plain), "--model", str(tiny_dir), "--max-ppl-increase", "1000", "--strength", "2",
+                 "-o", str(out)]) == 0
+    assert "strength 2 (searched up to 2)" in capsys.readouterr().out
+    before, after = Intervention.load(plain), Intervention.load(out)
+    assert after.strength == 2.0 and after.metadata["calibration"]["max_ppl_increase"] == 1000.0
+    assert after.metadata["options"]["max_ppl_increase"] == 1000.0 and after.hook_names == before.hook_names
+    assert all(torch.equal(after.tensors[h][k], v) for h, named in before.tensors.items() for k, v in named.items())

@@ -33,6 +33,9 @@ STEER_PROMPT_HELP = ("while continuing a prompt (generation, lm-eval's loglikeli
 # the options a saved intervention takes at apply time (`aura-tl generate`, lm-eval's intervention=FILE): the
 # `Intervention` fields of the same names
 APPLY_OPTIONS = ("strength", "steer_prompt")
+# the options calibrating a saved intervention again takes (`aura_tl.learn.recalibrated`, `aura-tl calibrate`): the
+# strength searched up to, the budget, and the texts it holds on
+CALIBRATE_OPTIONS = ("strength", "max_ppl_increase", "calibration_text", "calibration_panel")
 GATE_HELP = ("conditional steering: scale each position's edit by a gate fitted at that hook, by the named gate rule "
              "(aura_tl.gating; true = probe, false = ungated), on the concept data (rtp-learn without one)")
 
