@@ -97,10 +97,15 @@ def window_rows(model, text: str, max_tokens: int, window: int = 512) -> list[li
 PARAGRAPH_TOKENS = 256
 
 
+def paragraph_lines(text: str) -> list[str]:
+    """The text's non-empty lines, stripped, WikiText headings (` = Title = `) dropped: its paragraphs."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not re.fullmatch(r"(= )+.*( =)+", line.strip())]
+
+
 def paragraphs(text: str, max_tokens: int = 8192, tokenizer=None) -> list[str]:
     """The text's non-empty lines (WikiText: paragraphs and headings), headings (` = Title = `) dropped, up to
     about `max_tokens` tokens in all when a tokenizer is given (else the first 200)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not re.fullmatch(r"(= )+.*( =)+", line.strip())]
+    lines = paragraph_lines(text)
     if tokenizer is None:
         return lines[:200]
     kept, total = [], 0

@@ -4,20 +4,23 @@ paragraphs, task-length texts, continued prompts, polite rewrites and tweets, ea
 calibration reads.
 
 A source list is one string, e.g. `own:512,wikitext:300`: `own:N` is N samples of `OWN_SAMPLE_TOKENS` tokens (top-p
-0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on, when the file is local
-(`$AURA_TL_WIKITEXT` or the shared data folder; skipped with a warning otherwise); `piqa:N` / `hellaswag:N` are the
-PIQA- / HellaSwag-length texts (context and gold answer) of N validation documents from `GATE_TASK_DOCS`, which
-neither the report nor calibration reads (at most 500; skipped with a warning when not local); `continued:N` is N
-non-toxic `learn`-split RTP prompts (local, else shipped with the package) each with the unsteered model's greedy
-continuation (the panel's own continuations read `calibrate` and `eval`); `paradetox:N` is N ParaDetox human non-toxic rewrites (polite text
-on a toxic sentence's subject) from pair `GATE_NEAR_TEXTS_START` (1000) on (the report's held-out check and
-calibration read the pairs before it: `aura_tl.retention`); `davidson:N` is N Davidson tweets labelled "neither"
-(chat-like text, where every gate opens) from the same index on; any other item is a text file, one text per
-non-empty line; `none` is nothing.
+0.95, seeded); `wikitext:N` is the first N paragraphs of WikiText-2 test documents 40 on (`$AURA_TL_WIKITEXT` or
+the shared data folder); `piqa:N` / `hellaswag:N` are the PIQA- / HellaSwag-length texts (context and gold answer)
+of N validation documents from `GATE_TASK_DOCS`, which neither the report nor calibration reads (at most 500); these
+three ship with the package (`neutral_sets/`, the first 500 of each, the same texts) and are read from there when
+the data is not local. `continued:N` is N non-toxic `learn`-split RTP prompts (local, else shipped) each with the
+unsteered model's greedy continuation (the panel's own continuations read `calibrate` and `eval`); `paradetox:N` is
+N ParaDetox human non-toxic rewrites (polite text on a toxic sentence's subject) from pair `GATE_NEAR_TEXTS_START`
+(1000) on (the report's held-out check and calibration read the pairs before it: `aura_tl.retention`);
+`davidson:N` is N Davidson tweets labelled "neither" (chat-like text, where every gate opens) from the same index on
+(these two skipped with a warning when not local); any other item is a text file, one text per non-empty line;
+`none` is nothing.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from aura_tl.calibrate import PARAGRAPH_TOKENS, paragraphs, wikitext_slice
+from aura_tl.calibrate import paragraph_lines, wikitext_slice
 from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
@@ -35,6 +38,11 @@ from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_TASK_DOCS, NEAR_TOXIC
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
 WIKITEXT_NEUTRAL_DOCS = slice(40, None)  # after the report's (0-9) and calibration's (20-39) documents
+# the document-like sources (wikitext, piqa, hellaswag) as the local data gives them, for a fresh install: a gate's
+# neutral text is then the same with or without the data folder (provenance and licences in the folder's README)
+SHIPPED_DIR = Path(__file__).resolve().parent / "neutral_sets"
+SHIPPED_SOURCES = ("wikitext", "piqa", "hellaswag")
+SHIPPED_TEXTS = 500  # of each: `piqa:N` / `hellaswag:N` read at most 500 (`GATE_TASK_DOCS`)
 
 
 def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0, batch_size: int = 64,
@@ -52,31 +60,36 @@ def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0
     return [t for t in texts if t.strip()]
 
 
+def shipped_neutral(name: str, n: int) -> list[str]:
+    """The first `n` texts of source `name` as shipped in `SHIPPED_DIR` (the texts the local data gives, written by
+    `bench/bundle_concept_data.py`), with a warning when `n` is more than shipped."""
+    with gzip.open(SHIPPED_DIR / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"] for line in handle if line.strip()]
+    if n > len(texts):
+        log.warning("%s:%d: aura-tl ships %d of these texts (the rest need the local data): using those", name, n,
+                    len(texts))
+    log.info("%s: no local data, the %d texts shipped with aura-tl", name, min(n, len(texts)))
+    return texts[:n]
+
+
 def wikitext_neutral(model, n: int) -> list[str]:
-    """The first `n` paragraphs of WikiText-2 test documents 40 on; [] with a warning when WikiText is not local."""
+    """The first `n` paragraphs of WikiText-2 test documents 40 on: from the local file, else as shipped."""
     docs = wikitext_slice(WIKITEXT_NEUTRAL_DOCS)
-    if docs is None:
-        log.warning("no WikiText-2 found (set AURA_TL_WIKITEXT): the gate's neutral text leaves it out")
-        return []
-    # each paragraph counts at most PARAGRAPH_TOKENS: this budget reads at least n of them, and not the whole file
-    return paragraphs("".join(docs), max_tokens=n * PARAGRAPH_TOKENS, tokenizer=hf_tokenizer(model))[:n]
+    return shipped_neutral("wikitext", n) if docs is None else paragraph_lines("".join(docs))[:n]
 
 
 TASK_KINDS = {"piqa": "PIQA-length", "hellaswag": "HellaSwag-length"}  # source name: the retention panel's kind
 
 
 def task_neutral(kind: str, n: int) -> list[str]:
-    """The `kind` texts ("piqa" or "hellaswag") of the first `n` documents of `GATE_TASK_DOCS`; [] with a warning
-    when the task is not local."""
+    """The `kind` texts ("piqa" or "hellaswag") of the first `n` documents of `GATE_TASK_DOCS`: from the local data,
+    else as shipped."""
     available = GATE_TASK_DOCS.stop - GATE_TASK_DOCS.start
     if n > available:
         raise ValueError(f"{kind}:{n}: gates may read at most {available} task documents (the rest are the report's "
                          f"and calibration's)")
     texts = task_texts(slice(GATE_TASK_DOCS.start, GATE_TASK_DOCS.start + n), (TASK_KINDS[kind],)).get(TASK_KINDS[kind])
-    if texts is None:
-        log.warning("no local %s found: the gate's neutral text leaves it out", kind)
-        return []
-    return texts
+    return shipped_neutral(kind, n) if texts is None else texts
 
 
 def continued_neutral(model, n: int) -> list[str]:

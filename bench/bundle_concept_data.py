@@ -7,6 +7,8 @@
 RealToxicityPrompts records, labelled toxic when its Perspective toxicity >= 0.5 (the `rtp` layout's rule).
 `prompt_sets/rtp-learn`: the same split's prompts, {"prompt": {"text", "toxicity"}} per record in file order, which
 `onpolicy:N` and `continued:N` continue when no RTP records are local (`aura_tl.data.prompt_records`).
+`neutral_sets/{wikitext,piqa,hellaswag}`: the first `SHIPPED_TEXTS` texts of the gates' document-like neutral
+sources as the local data gives them (`aura_tl.neutral_text`), {"text"} per row.
 `smollm2-onpolicy`: the continuations SmolLM2-135M-Instruct sampled for learn-split prompts (`aura-tl onpolicy`),
 labelled by the offline scorer; text and label only (no RTP prompt text). Both are gzipped `text,label` JSONL,
 written byte-for-byte reproducibly (fixed gzip mtime), so rebuilding shows no diff.
@@ -42,6 +44,17 @@ def write_set(name: str, texts: list[str], labels: list[int]) -> Path:
     return path
 
 
+def write_neutral_sets() -> None:
+    from aura_tl.neutral_text import SHIPPED_DIR, SHIPPED_SOURCES, SHIPPED_TEXTS, neutral_texts
+
+    for name in SHIPPED_SOURCES:
+        texts = neutral_texts(None, f"{name}:{SHIPPED_TEXTS}")  # the local data's (checked: all of them)
+        if len(texts) != SHIPPED_TEXTS:
+            raise SystemExit(f"{name}: the local data gave {len(texts)} texts, not {SHIPPED_TEXTS}")
+        path = write_rows(SHIPPED_DIR / f"{name}.jsonl.gz", [{"text": text} for text in texts])
+        print(f"{path}: {len(texts)} texts, {path.stat().st_size / 1024:.1f} KiB")
+
+
 def write_learn_prompts(records: list[dict]) -> Path:
     rows = [{"prompt": {"text": prompt_text(r), "toxicity": r["prompt"].get("toxicity")}} for r in records]
     path = write_rows(BUNDLED_LEARN_PROMPTS, rows)
@@ -60,6 +73,7 @@ def main() -> None:
     texts, labels = _rows_rtp(pd.DataFrame(learn))
     write_set("rtp-learn", texts, labels)
     write_learn_prompts(learn)
+    write_neutral_sets()
     if args.onpolicy:
         rows = [r for r in read_jsonl(args.onpolicy) if r["text"].strip()]
         write_set("smollm2-onpolicy", [r["text"] for r in rows], [r["label"] for r in rows])

@@ -96,3 +96,20 @@ def test_without_local_rtp_only_learn_prompts_come_from_the_package(monkeypatch,
     monkeypatch.setenv("AURA_TL_RTP", str(tmp_path / "missing.jsonl"))  # a path given but wrong is never replaced
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         prompt_records("learn")
+
+
+def test_shipped_neutral_texts_are_the_local_ones(shared_data, monkeypatch):
+    """wikitext:N, piqa:N and hellaswag:N read the same texts with the data folder and without it (from the
+    package: rebuild with bench/bundle_concept_data.py); more than shipped gives what is shipped, with a warning."""
+    from aura_tl import paths
+    from aura_tl.neutral_text import SHIPPED_SOURCES, SHIPPED_TEXTS, neutral_texts
+
+    local = {name: neutral_texts(None, f"{name}:{SHIPPED_TEXTS}") for name in SHIPPED_SOURCES}
+    assert all(len(texts) == SHIPPED_TEXTS for texts in local.values())
+    for variable in ("AURA_TL_WIKITEXT", "AURA_TL_PIQA", "AURA_TL_HELLASWAG", "AURA_SHARED_DATA"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(paths, "shared_data_dir", lambda: None)
+    for name, texts in local.items():
+        assert neutral_texts(None, f"{name}:300") == texts[:300]
+    assert neutral_texts(None, "piqa:250,hellaswag:250") == local["piqa"][:250] + local["hellaswag"][:250]
+    assert neutral_texts(None, "wikitext:600") == local["wikitext"]
