@@ -112,10 +112,10 @@ def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_d
 
 
 def test_own_continuations_fall_back_to_given_prompts_without_local_rtp(tiny, shared_data, monkeypatch):
-    def no_rtp(**_):
-        raise FileNotFoundError("no local RealToxicityPrompts records")
+    def no_rtp(split):
+        raise FileNotFoundError(f"no local RealToxicityPrompts records for {split}")
 
-    monkeypatch.setattr(retention, "rtp_records", no_rtp)
+    monkeypatch.setattr(retention, "prompt_records", no_rtp)
     rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, tokens=60, prompts=2, continuation_tokens=3,
                       fallback_prompts=["A quiet morning in the village", "The recipe needs two eggs", "unused"])
     decoded = [hf_tokenizer(tiny).decode(r) for r in rows["own continuations"]]
