@@ -216,8 +216,7 @@ def bundled_sets() -> list[str]:
 
 
 def _read_bundled(name: str) -> tuple[list[str], list[int]]:
-    with gzip.open(BUNDLED_DIR / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    rows = read_jsonl(BUNDLED_DIR / f"{name}.jsonl.gz")
     return [r["text"] for r in rows], [int(r["label"]) for r in rows]
 
 
@@ -266,8 +265,9 @@ def load_concept_data(
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Small helper for JSONL files (pair files, prompt files)."""
-    with open(path, encoding="utf-8") as handle:
+    """Small helper for JSONL files (pair files, prompt files), gzipped ones (`.gz`: the sets shipped in the package)
+    included."""
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
@@ -280,11 +280,16 @@ def read_rtp_records(path: str | Path) -> list[dict]:
     return [r for f in files for r in read_jsonl(f)]
 
 
+def local_rtp(path: str | Path | None = None) -> Path | None:
+    """Where local RTP records are: `path`, `$AURA_TL_RTP` or the shared data folder's `rtp/` (None when nowhere)."""
+    return local_data_path(path, "AURA_TL_RTP", "rtp", name="rtp_path")
+
+
 def rtp_records(path: str | Path | None = None, split: str | None = None,
                 hub_records: Callable[[], list[dict]] | None = None) -> list[dict]:
     """Local RTP records (`path`, `$AURA_TL_RTP` or the shared data folder's `rtp/`), else `hub_records()` when
     given, optionally one split."""
-    found = local_data_path(path, "AURA_TL_RTP", "rtp", name="rtp_path")
+    found = local_rtp(path)
     if found is None and hub_records is None:
         raise FileNotFoundError("no local RealToxicityPrompts records: set AURA_TL_RTP to a JSONL file or folder "
                                 "(or AURA_SHARED_DATA to a folder with rtp/)")
@@ -294,14 +299,13 @@ def rtp_records(path: str | Path | None = None, split: str | None = None,
 
 def bundled_learn_records() -> list[dict]:
     """The `learn` split's RTP records as shipped: {"prompt": {"text", "toxicity"}} each, in the local file order."""
-    with gzip.open(BUNDLED_LEARN_PROMPTS, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return read_jsonl(BUNDLED_LEARN_PROMPTS)
 
 
 def prompt_records(split: str) -> list[dict]:
     """The RTP records of `split` whose prompts are continued (on-policy data, a gate's continued prompts): the local
     records, else, for `learn` only, the prompts shipped with aura-tl (the same records: `bench/bundle_concept_data.py`)."""
-    found = local_data_path(None, "AURA_TL_RTP", "rtp", name="rtp_path")
+    found = local_rtp()
     if found is not None:
         return rtp_records(found, split)
     if split == "learn":
@@ -351,7 +355,7 @@ def rtp_task_prompts(rtp_path: str | Path | None = None, rtp_split: str | None =
     import os
 
 
-    found = local_data_path(rtp_path, "AURA_TL_RTP", "rtp", name="rtp_path")
+    found = local_rtp(rtp_path)
     if found is None and hub_records is None:
         return None
     split = rtp_split or os.environ.get("AURA_TL_RTP_SPLIT")

@@ -19,8 +19,6 @@ N ParaDetox human non-toxic rewrites (polite text on a toxic sentence's subject)
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aura_tl.calibrate import paragraph_lines, wikitext_slice
+from aura_tl.data import read_jsonl
 from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
@@ -63,8 +62,7 @@ def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0
 def shipped_neutral(name: str, n: int) -> list[str]:
     """The first `n` texts of source `name` as shipped in `SHIPPED_DIR` (the texts the local data gives, written by
     `bench/bundle_concept_data.py`), with a warning when `n` is more than shipped."""
-    with gzip.open(SHIPPED_DIR / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
-        texts = [json.loads(line)["text"] for line in handle if line.strip()]
+    texts = [row["text"] for row in read_jsonl(SHIPPED_DIR / f"{name}.jsonl.gz")]
     if n > len(texts):
         log.warning("%s:%d: aura-tl ships %d of these texts (the rest need the local data): using those", name, n,
                     len(texts))
