@@ -21,7 +21,7 @@ from aura_tl.neutral_text import neutral_texts
 from aura_tl.onpolicy import PAIRS, pairs_data
 from aura_tl.options import as_dict
 from aura_tl.responses import Responses, collect_responses_causal
-from aura_tl.retention import CALIBRATION_SLICES, panel_rows, text_rows
+from aura_tl.retention import CALIBRATION_OWN_PROMPTS, CALIBRATION_SLICES, panel_rows, text_rows
 
 log = logging.getLogger(__name__)
 GATE_FIT_STRENGTH = 1.0  # gates read the method's own edit, so they do not depend on the lambda a user turns later
@@ -172,7 +172,7 @@ def calibrated(model, intervention: Intervention, options, data: ConceptData | N
     text, source = calibration_text(options.calibration_text,
                                     fallback=("\n".join(neutral), f"the non-toxic sentences of {data.source}"))
     if options.calibration_panel in ("full", "near"):
-        panel = panel_rows(model, text, CALIBRATION_SLICES, fallback_prompts=neutral,
+        panel = panel_rows(model, text, CALIBRATION_SLICES, prompts=CALIBRATION_OWN_PROMPTS, fallback_prompts=neutral,
                            near_toxic=options.calibration_panel == "near")
     else:
         panel = text_rows(model, text)

@@ -37,6 +37,9 @@ PANEL = ("long windows", "short paragraphs", "PIQA-length", "HellaSwag-length", 
 TEXT_KINDS = PANEL[:2]  # the kinds read from one text (the calibration text, or WikiText-2 documents)
 PANEL_TOKENS = 2048  # per kind in calibration: ~10 s a point for SmolLM2 on 2 CPU cores; ratios are paired
 CONTINUATION_TOKENS = 32
+# calibration's own continuations: more than the report's 96, because the budget binds on them (51 prompts, 2,048
+# tokens, read +1.86 % where the report's 96 read +2.5 %: docs/results/sites.md); `calibrate` has 140 non-toxic
+CALIBRATION_OWN_PROMPTS = 128
 REPORT_TASK_DOCS = 1000  # the report reads at most the first 1,000 task documents
 GATE_TASK_DOCS = slice(REPORT_TASK_DOCS, 1500)  # neutral text for gates: neither the report nor calibration reads it
 CALIBRATION_TASK_DOCS = slice(1500, 1838)  # the last 338 of PIQA's 1,838 validation documents; HellaSwag has 10,042
@@ -166,8 +169,9 @@ def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANE
                near_toxic: bool = False) -> dict[str, list[list[int]]]:
     """Every kind of the panel as token rows, in `PANEL` order: `text`'s long windows and paragraphs (`text_tokens`
     of each), then the task texts of `slices` and the own continuations of its split's first `prompts` non-toxic
-    prompts (of `fallback_prompts` when they are not local), up to `tokens` tokens of each kind (None: all); with
-    `near_toxic`, then the `NEAR_TOXIC` texts of `slices.near_texts`."""
+    prompts (of `fallback_prompts` when they are not local), up to `tokens` tokens of each kind (None: all; the own
+    continuations are all `prompts` of them when it is given); with `near_toxic`, then the `NEAR_TOXIC` texts of
+    `slices.near_texts`."""
     rows = text_rows(model, text, text_tokens)
     texts = task_texts(slices.task_docs)
     # an RTP prompt is ~8-20 tokens: prompts enough for `tokens` with few left over
@@ -178,7 +182,8 @@ def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANE
     kinds = PANEL + (NEAR_TOXIC if near_toxic else ())
     if near_toxic:
         texts.update(near_toxic_texts(slices.near_texts))
-    rows.update({name: short_rows(model, items, tokens) for name, items in texts.items()})
+    caps = {name: tokens for name in texts} | ({"own continuations": None} if prompts is not None else {})
+    rows.update({name: short_rows(model, items, caps[name]) for name, items in texts.items()})
     missing = [name for name in kinds if not rows.get(name)]
     if missing:
         log.warning("the retention panel leaves out %s: no local data (see aura_tl.retention)", ", ".join(missing))

@@ -6,8 +6,8 @@ from aura_tl.calibrate import (_perplexity_from_bos, bisect_strength, paragraph_
                                short_rows, wikitext_documents)
 from aura_tl.data import ConceptData
 from aura_tl.learn import learn_intervention
-from aura_tl.retention import (CALIBRATION_NEAR_TEXTS, CALIBRATION_SLICES, NEAR_TOXIC, PANEL, PANEL_TOKENS,
-                               near_toxic_texts, task_texts)
+from aura_tl.retention import (CALIBRATION_NEAR_TEXTS, CALIBRATION_OWN_PROMPTS, CALIBRATION_SLICES, NEAR_TOXIC, PANEL,
+                               PANEL_TOKENS, near_toxic_texts, task_texts)
 
 TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed that the reading room needs more "
         "light, and the budget for books will grow next year. ") * 6
@@ -116,6 +116,7 @@ def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data
     iv = learn_intervention(tiny, data, "linact", calibration_panel="full", **options)
     record = iv.metadata["calibration"]
     assert list(record["chosen_ppl"]) == list(PANEL) and all(record["texts"][name] > 0 for name in PANEL)
+    assert record["texts"]["own continuations"] == CALIBRATION_OWN_PROMPTS  # every one, past the token cap
     assert 0 < iv.strength < 4.0  # the budget binds between the ends on this random model
     for name, ppl in record["chosen_ppl"].items():
         assert ppl <= record["base_ppl"][name] * 1.01 * (1 + 1e-6)

@@ -111,6 +111,14 @@ def test_calibration_panel_has_every_kind_within_its_token_budget(tiny, shared_d
     assert first.startswith(retention.nontoxic_prompts("calibrate", 1)[0])
 
 
+def test_given_prompts_count_own_continuations_whatever_the_token_cap(tiny, shared_data):
+    rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, text_tokens=100, tokens=30, prompts=6, continuation_tokens=4)
+    assert len(rows["own continuations"]) == 6 and sum(len(r) for r in rows["own continuations"]) > 30
+    assert sum(len(r) for r in rows["PIQA-length"][:-1]) < 30  # the other kinds keep the cap
+    capped = panel_rows(tiny, TEXT, CALIBRATION_SLICES, text_tokens=100, tokens=30, continuation_tokens=4)
+    assert sum(len(r) for r in capped["own continuations"][:-1]) < 30
+
+
 def test_own_continuations_fall_back_to_given_prompts_without_local_rtp(tiny, shared_data, monkeypatch):
     def no_rtp(split):
         raise FileNotFoundError(f"no local RealToxicityPrompts records for {split}")
