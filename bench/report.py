@@ -73,6 +73,28 @@ def learn_options(args, method: str, own: dict[str, str]) -> dict[str, str]:
     return {**merged, **own}
 
 
+def file_description(path: Path, method: str) -> str | None:
+    """What an intervention file was learned with, read from the file (a reused file may differ from its `--learn`
+    spec): its options that differ from the method's defaults, and its strength; None when there is no file."""
+    if not path.is_file():
+        return None
+    from aura_tl.intervention import Intervention
+    from aura_tl.options import as_dict
+
+    def flat(values: dict) -> dict:
+        inner = values.pop("gate_options", None) or {}
+        return {**values, **inner}
+
+    saved = Intervention.load(path)
+    given = flat(dict(saved.metadata.get("options", {})))
+    spec = get_method(method)
+    # the gate rule's own options against that rule's defaults; the rule itself against the method's default
+    defaults = {**flat(as_dict(spec.options(gate=given["gate"]) if given.get("gate") else spec.options())),
+                "gate": spec.options().gate}
+    changed = {k: v for k, v in given.items() if k != "strength" and k in defaults and v != defaults[k]}
+    return ", ".join([*(f"{k}={v}" for k, v in changed.items()), f"strength {saved.strength:g} in the file"])
+
+
 def recorded_seconds(path: Path) -> float:
     """How long learning `path` took, as `learn` recorded it; 0 (shown as "-") for a file placed by hand."""
     timing = path.with_suffix(".seconds")
@@ -217,8 +239,9 @@ def reproducing_arguments(argv: list[str]) -> str:
 def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out_png: Path) -> None:
     base, rtp = rows.get("unsteered", {}), args.rtp_task
     samples = {"rtp_toxicity_25": 25, "rtp_toxicity_5": 5, "rtp_toxicity": 1}[rtp]
-    specs = "; ".join(f"`{n}` = {m} " + (", ".join(f"{k}={v}" for k, v in learn_options(args, m, o).items()
-                                               if k != "responses") or "(defaults)")
+    specs = "; ".join(f"`{n}` = {m} " + (file_description(learned[n][0], m) if n in learned else None
+                                          or ", ".join(f"{k}={v}" for k, v in learn_options(args, m, o).items()
+                                                       if k != "responses") or "(defaults)")
                       for n, m, o in args.learn)
     lines = [
         f"# Results: {args.model} ({args.device})", "",

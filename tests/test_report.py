@@ -189,6 +189,27 @@ def test_a_file_placed_by_hand_is_used_not_relearned(report, tmp_path, monkeypat
     assert learned["copied"][1] == 0.0 and learned["timed"][1] == 12.5
 
 
+def test_a_reused_file_is_described_by_what_it_was_learned_with(report, tmp_path, tiny):
+    """The report names a reused file's own options (those off the method's defaults, a gate rule's against that
+    rule's) and its strength, not the `--learn` spec that would have learned it."""
+    import torch
+
+    from aura_tl.intervention import Intervention
+    from aura_tl.methods import get_method
+    from aura_tl.models import ModelShape
+    from aura_tl.options import as_dict
+
+    options = as_dict(get_method("linact").options(gate="tuned", hooks="blocks.{1/2:}.hook_attn_out",
+                                                   gate_tune_steps=7, max_ppl_increase=2.0))
+    d = tiny.cfg.d_model
+    Intervention("aura", {"blocks.1.hook_attn_out": {"alpha": torch.rand(d)}}, ModelShape.of(tiny),
+                 {"options": options}, 0.75).save(tmp_path / "x.safetensors")  # any file: only its metadata is read
+    described = report.file_description(tmp_path / "x.safetensors", "linact")
+    assert described == ("gate=tuned, hooks=blocks.{1/2:}.hook_attn_out, max_ppl_increase=2.0, gate_tune_steps=7, "
+                         "strength 0.75 in the file")
+    assert report.file_description(tmp_path / "absent.safetensors", "linact") is None
+
+
 def test_continuation_fluency_and_relevance_by_hand_alone_or_padded(tiny):
     """bench/continuation_fluency.py, by hand from BOS: fluency = -mean log p of the continuation's tokens given
     the prompt; relevance (PMI) = the mean of log p(token | BOS, prompt, ...) - log p(token | BOS, continuation so
