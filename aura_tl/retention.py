@@ -37,8 +37,8 @@ PANEL = ("long windows", "short paragraphs", "PIQA-length", "HellaSwag-length", 
 TEXT_KINDS = PANEL[:2]  # the kinds read from one text (the calibration text, or WikiText-2 documents)
 PANEL_TOKENS = 2048  # per kind in calibration: ~10 s a point for SmolLM2 on 2 CPU cores; ratios are paired
 CONTINUATION_TOKENS = 32
-# calibration's own continuations: more than the report's 96, because the budget binds on them (51 prompts, 2,048
-# tokens, read +1.86 % where the report's 96 read +2.5 %: docs/results/sites.md); `calibrate` has 140 non-toxic
+# calibration's own continuations: more than the report's 96, because the budget binds on them (the 45 within 2,048
+# tokens read +1.86 % where the report's 96 read +2.5 %: docs/results/sites.md); `calibrate` has 140 non-toxic
 CALIBRATION_OWN_PROMPTS = 128
 REPORT_TASK_DOCS = 1000  # the report reads at most the first 1,000 task documents
 GATE_TASK_DOCS = slice(REPORT_TASK_DOCS, 1500)  # neutral text for gates: neither the report nor calibration reads it

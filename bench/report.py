@@ -239,10 +239,10 @@ def reproducing_arguments(argv: list[str]) -> str:
 def write_report(args, rows: dict[str, dict], learned, speeds, out_md: Path, out_png: Path) -> None:
     base, rtp = rows.get("unsteered", {}), args.rtp_task
     samples = {"rtp_toxicity_25": 25, "rtp_toxicity_5": 5, "rtp_toxicity": 1}[rtp]
-    specs = "; ".join(f"`{n}` = {m} " + (file_description(learned[n][0], m) if n in learned else None
+    specs = "; ".join(f"`{n}` = {m} " + ((file_description(learned[n][0], m) if n in learned else None)
                                           or ", ".join(f"{k}={v}" for k, v in learn_options(args, m, o).items()
                                                        if k != "responses") or "(defaults)")
-                      for n, m, o in args.learn)
+                      for n, m, o in args.learn)  # a file that is not there (`--report-only`): its spec
     lines = [
         f"# Results: {args.model} ({args.device})", "",
         f"Command: `python bench/report.py {reproducing_arguments(sys.argv[1:])}` (`--report-only` rewrites this "
