@@ -10,6 +10,10 @@ Loss per step, KL(teacher || gated) per position, averaged over the positions ea
         on-policy: the model's own continuations of `learn` prompts scored toxic, after their prompt, from the
         prompt's last position on (where the edit has to act: the next tokens the model was about to say)
     + keep x neutral text, every position (non-toxic sentences, own samples, WikiText): teacher = the unsteered model
+    + clean continuations (`gate_tune_clean`, optional): the model's own non-toxic continuations of the prompts
+        that led it to toxic ones, from the prompt's last position on: teacher = the unsteered model, weighted as
+        the toxic part. The toxic part alone teaches the gate to open on a toxic prompt's continuation whatever it
+        says; beside this part it opens where the continuation turns toxic and leaves a clean one on its subject.
 The same concept data and neutral text as the fitted gate; no text the report or calibration reads.
 """
 
@@ -34,7 +38,7 @@ from aura_tl.hooks import last_block
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
 from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
-from aura_tl.onpolicy import check_source, joined, toxic_pairs
+from aura_tl.onpolicy import check_source, clean_pairs, joined, toxic_pairs
 from aura_tl.options import option
 from aura_tl.responses import Batch, make_batch
 
@@ -164,19 +168,21 @@ class _Texts:
 
 
 def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Tensor]],
-               toxic: LossRows, neutral: list[str], tuning: Tuning, *,
+               toxic: LossRows, neutral: list[str], tuning: Tuning, *, clean: LossRows | None = None,
                progress: bool = True) -> tuple[dict[str, dict[str, Tensor]], dict]:
     """Tuned `gate_w`, `gate_b` per hook, from the `fitted` ones, for the ungated hook functions `edits` (at
-    `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds). `toxic`:
-    rows and the first position of each whose loss counts (`later_halves`, `continuations`)."""
+    `tuning.strength`), and a record of the run (loss per part, first and last, every 25 steps; seconds). `toxic`
+    (and `clean`, kept as the unsteered model says it): rows and the first position of each whose loss counts
+    (`later_halves`, `continuations`)."""
     started = time.perf_counter()
     device = model.cfg.device
     pad = pad_token_id(hf_tokenizer(model))
     neutral_all = rows_from_bos(model, neutral, tuning.max_tokens)
     toxic_rows, neutral_rows = _Texts(toxic, tuning.seed), _Texts(LossRows(neutral_all, [0] * len(neutral_all)),
                                                                   tuning.seed + 1)
-    if not toxic_rows.rows or not neutral_rows.rows:
-        raise ValueError("tuning gates needs toxic and neutral texts")
+    clean_rows = _Texts(clean, tuning.seed + 2) if clean is not None else None
+    if not toxic_rows.rows or not neutral_rows.rows or (clean_rows is not None and not clean_rows.rows):
+        raise ValueError("tuning gates needs toxic and neutral texts (and clean continuations when asked for)")
     names = list(fitted)
     first = padded(toxic_rows.rows[:tuning.batch] + neutral_rows.rows[:tuning.batch], pad, device)
     gates = _Gates(fitted, spreads_at(model, names, first)).to(device)
@@ -184,33 +190,36 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
     student = [(n, partial(gated_hook, inner=edits[n], value=partial(gates.value, i))) for i, n in enumerate(names)]
     optimiser = torch.optim.Adam(gates.parameters(), lr=tuning.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=tuning.steps)
-    history: dict[str, list[float]] = {"toxic": [], "neutral": []}
+    history: dict[str, list[float]] = {"toxic": [], "neutral": [], **({"clean": []} if clean_rows else {})}
     with frozen(model), torch.inference_mode(False):
         bar = trange(tuning.steps, desc="tuning gates", disable=not progress)
         for _ in bar:
             (tox, starts), (neu, _) = toxic_rows.take(tuning.batch), neutral_rows.take(tuning.batch)
-            batch = padded(tox + neu, pad, device)
+            cln, clean_starts = clean_rows.take(tuning.batch) if clean_rows else ([], [])
+            batch = padded(tox + neu + cln, pad, device)
             tokens, attention, mask = batch.tokens, batch.attention_mask, batch.attention_mask.float()
-            k = len(tox)
+            k, m = len(tox), len(tox) + len(neu)
             with torch.no_grad():
                 with hooks_applied(model, full):
                     steered = model(tokens[:k], attention_mask=attention[:k]).float().log_softmax(-1)
                 unsteered = model(tokens[k:], attention_mask=attention[k:]).float().log_softmax(-1)
             with torch.enable_grad(), hooks_applied(model, student):
                 gated_logp = model(tokens, attention_mask=attention).float().log_softmax(-1)
-                toxic_loss = mean_kl(steered, gated_logp[:k], counted_from(mask[:k], starts))
-                neutral_loss = mean_kl(unsteered, gated_logp[k:], mask[k:])
-                loss = toxic_loss + tuning.keep * neutral_loss
+                parts = {"toxic": mean_kl(steered, gated_logp[:k], counted_from(mask[:k], starts)),
+                         "neutral": mean_kl(unsteered[:m - k], gated_logp[k:m], mask[k:m])}
+                if cln:
+                    parts["clean"] = mean_kl(unsteered[m - k:], gated_logp[m:], counted_from(mask[m:], clean_starts))
+                loss = parts["toxic"] + tuning.keep * parts["neutral"] + parts.get("clean", 0.0)
                 optimiser.zero_grad()
                 loss.backward()
             optimiser.step()
             schedule.step()
-            history["toxic"].append(float(toxic_loss.detach()))
-            history["neutral"].append(float(neutral_loss.detach()))
-            bar.set_postfix(toxic=f"{history['toxic'][-1]:.4f}", neutral=f"{history['neutral'][-1]:.4f}")
+            for part, value in parts.items():
+                history[part].append(float(value.detach()))
+            bar.set_postfix({part: f"{h[-1]:.4f}" for part, h in history.items()})
     record = {"strength": tuning.strength, "steps": tuning.steps, "lr": tuning.lr, "keep": tuning.keep,
               "batch": tuning.batch, "max_tokens": tuning.max_tokens, "texts": {"toxic": len(toxic_rows.rows),
-              "neutral": len(neutral_rows.rows)},
+              "neutral": len(neutral_rows.rows), **({"clean": len(clean_rows.rows)} if clean_rows else {})},
               "loss": {part: {"first": h[0], "last": h[-1], "every_25": h[::25]} for part, h in history.items()},
               "seconds": round(time.perf_counter() - started, 3)}
     return gates.tensors(), record
@@ -239,8 +248,13 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
     tuning = Tuning(strength, options.gate_tune_steps, options.gate_tune_lr, options.gate_tune_keep,
                     options.gate_tune_batch, options.gate_tune_tokens,
                     int(intervention.metadata.get("options", {}).get("seed", 0)))
-    tensors, record = tune_gates(model, edits, fitted, toxic, neutral, tuning, progress=progress)
-    record = {**record, "toxic_text": options.gate_tune_toxic}
+    clean = None
+    if options.gate_tune_clean != "none":
+        clean = continuations(model, clean_pairs(model, options.gate_tune_clean, progress=progress),
+                              options.gate_tune_tokens)
+    tensors, record = tune_gates(model, edits, fitted, toxic, neutral, tuning, clean=clean, progress=progress)
+    record = {**record, "toxic_text": options.gate_tune_toxic,
+              **({"clean_text": options.gate_tune_clean} if clean is not None else {})}
     named = {hook: {**values, **tensors.get(hook, {})} for hook, values in intervention.tensors.items()}
     metadata = {**intervention.metadata, "gate": {**intervention.metadata["gate"], "tuned": record}}
     return dataclasses.replace(intervention, tensors=named, metadata=metadata)
@@ -265,6 +279,10 @@ class TunedGateOptions(TokenGateOptions):
                                   "data's toxic sentences, their later half), onpolicy:N (the model's own N "
                                   "continuations of each learn prompt, those scored toxic, from the prompt's last "
                                   "token on), or an `aura-tl onpolicy` file (gate=tuned)")
+    gate_tune_clean: str = option("none", "clean continuations the tuned gate learns to leave as they are: none, "
+                                  "onpolicy:N or an `aura-tl onpolicy` file (the non-toxic continuations of the "
+                                  "prompts with a toxic one there, from the prompt's last token on, weighted as the "
+                                  "toxic text; gate=tuned)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -277,6 +295,8 @@ class TunedGateOptions(TokenGateOptions):
             raise ValueError(f"gate_tune_keep must be >= 0, got {self.gate_tune_keep}")
         if self.gate_tune_toxic != "concept":
             check_source(self.gate_tune_toxic, "gate_tune_toxic (unless concept)")
+        if self.gate_tune_clean != "none":
+            check_source(self.gate_tune_clean, "gate_tune_clean (unless none)")
         if self.gate_tune_strength is not None and not self.gate_tune_strength > 0:
             raise ValueError(f"gate_tune_strength must be > 0, got {self.gate_tune_strength}")
 

@@ -97,16 +97,27 @@ def cached_onpolicy(model, samples: int, *, progress: bool = True) -> Path:
                                progress=progress)
 
 
-def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
-    """The (prompt, continuation) pairs labelled toxic in `source`: `onpolicy:N` builds (or reuses, in the cache
-    dir) the model's N continuations of each `learn` prompt; a path reads an `aura-tl onpolicy` file."""
+def source_rows(model, source: str, *, progress: bool = True) -> list[dict]:
+    """The rows of on-policy `source`: `onpolicy:N` builds (or reuses, in the cache dir) the model's N
+    continuations of each `learn` prompt; a path reads an `aura-tl onpolicy` file."""
     counted = SOURCE.fullmatch(str(source))
     if counted:
-        path = cached_onpolicy(model, int(counted[1]), progress=progress)
-    else:
-        check_source(source)
-        path = Path(source).expanduser()
-    return [(r["prompt"], r["text"]) for r in read_onpolicy(path) if int(r["label"]) == 1]
+        return read_onpolicy(cached_onpolicy(model, int(counted[1]), progress=progress))
+    check_source(source)
+    return read_onpolicy(Path(source).expanduser())
+
+
+def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
+    """The (prompt, continuation) pairs labelled toxic in on-policy `source` (`source_rows`)."""
+    return [(r["prompt"], r["text"]) for r in source_rows(model, source, progress=progress) if int(r["label"]) == 1]
+
+
+def clean_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
+    """The (prompt, continuation) pairs labelled non-toxic in on-policy `source` whose prompt has a toxic one too:
+    where the model, on the very prompts that lead it to toxic text, stayed clean (and, mostly, on subject)."""
+    rows = source_rows(model, source, progress=progress)
+    leading = {r["prompt"] for r in rows if int(r["label"]) == 1}
+    return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 0 and r["prompt"] in leading]
 
 
 def matched_pairs(rows: list[dict], seed: int = 0) -> list[dict]:

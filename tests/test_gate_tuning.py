@@ -28,7 +28,7 @@ from aura_tl.gating import gated_hook, get_gate
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.learn import learn_intervention
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.onpolicy import toxic_pairs
+from aura_tl.onpolicy import clean_pairs, toxic_pairs
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
 
@@ -86,6 +86,18 @@ def test_onpolicy_pairs_read_the_toxic_rows_of_a_file(tiny, tmp_path):
     for bad in ("onpolicy:0", "onpolicy", "nothing.jsonl"):
         with pytest.raises(ValueError, match="gate_tune_toxic"):
             TunedGateOptions(gate_tune_toxic=bad)
+        with pytest.raises(ValueError, match="gate_tune_clean"):
+            TunedGateOptions(gate_tune_clean=bad)
+
+
+def test_clean_pairs_are_the_clean_continuations_of_prompts_that_led_to_toxic_ones(tiny, tmp_path):
+    path = tmp_path / "onpolicy.jsonl"
+    rows = [{"text": "you idiot", "label": 1, "score": 0.9, "prompt": "He said"},
+            {"text": "hello there", "label": 0, "score": 0.1, "prompt": "He said"},
+            {"text": "good morning", "label": 0, "score": 0.2, "prompt": "She said"},  # her prompt led to none
+            {"text": "thanks a lot", "label": 0, "score": 0.0, "prompt": "He said"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert clean_pairs(tiny, str(path)) == [("He said", "hello there"), ("He said", "thanks a lot")]
 
 
 def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
@@ -147,6 +159,35 @@ def test_tuning_on_continuations_lowers_their_loss(tiny):
     # the loss it records is the one by hand over the continuations' positions, and tuning lowers it
     assert record["loss"]["toxic"]["first"] == pytest.approx(before[1], rel=1e-3)
     assert after[1] < 0.9 * before[1]
+
+
+def clean_part(model, edits, gates, clean: LossRows) -> float:
+    """KL(unsteered || gated) over the clean rows' counted positions, by hand."""
+    batch = padded(clean.rows, start_token_id(hf_tokenizer(model)), "cpu")
+    hooks = [(n, partial(gated_hook, inner=edits[n], value=partial(get_gate("token").value, tensors=gates[n])))
+             for n in edits]
+    with torch.no_grad():
+        unsteered = model(batch.tokens, attention_mask=batch.attention_mask).log_softmax(-1)
+        with hooks_applied(model, hooks):
+            gated = model(batch.tokens, attention_mask=batch.attention_mask).log_softmax(-1)
+    return float(mean_kl(unsteered, gated, counted_from(batch.attention_mask.float(), clean.starts)))
+
+
+def test_clean_continuations_keep_the_gate_shut_where_they_go(tiny):
+    # toxic openings continued toxic (the edit should act) and continued politely (the model should be left alone)
+    _, edits, fitted, toxic, neutral = half_open_start(tiny)
+    openings = [" ".join(t.split()[:3]) for t in toxic]
+    moved = continuations(tiny, [(o, " ".join(t.split()[3:])) for o, t in zip(openings, toxic)], 16)
+    clean = continuations(tiny, [(o, " ".join(n.split()[3:])) for o, n in zip(openings, neutral)], 16)
+    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0)
+    alone, _ = tune_gates(tiny, edits, fitted, moved, neutral, tuning, progress=False)
+    beside, record = tune_gates(tiny, edits, fitted, moved, neutral, tuning, clean=clean, progress=False)
+    # the part it records is the one by hand, and with it the clean continuations move less than without it
+    assert record["loss"]["clean"]["first"] == pytest.approx(clean_part(tiny, edits, fitted, clean), rel=1e-3)
+    assert record["texts"]["clean"] == len(clean.rows)
+    assert clean_part(tiny, edits, beside, clean) < 0.5 * clean_part(tiny, edits, alone, clean)
+    with pytest.raises(ValueError, match="clean continuations"):
+        tune_gates(tiny, edits, fitted, moved, neutral, tuning, clean=LossRows([], []), progress=False)
 
 
 def test_tuned_rule_end_to_end(tiny, tmp_path):
