@@ -11,8 +11,8 @@ Loss per step, KL(teacher || gated) per position, averaged over the positions ea
         prompt's last position on (where the edit has to act: the next tokens the model was about to say)
     + keep x neutral text, every position (non-toxic sentences, own samples, WikiText): teacher = the unsteered model
     + clean continuations (`gate_tune_clean`, optional): the model's own non-toxic continuations of the prompts
-        that led it to toxic ones, from the prompt's last position on: teacher = the unsteered model, weighted as
-        the toxic part. The toxic part alone teaches the gate to open on a toxic prompt's continuation whatever it
+        that led it to toxic ones, from the prompt's last position on: teacher = the unsteered model, weighted
+        `gate_tune_clean_weight` against the toxic part. The toxic part alone teaches the gate to open on a toxic prompt's continuation whatever it
         says; beside this part it opens where the continuation turns toxic and leaves a clean one on its subject.
 The same concept data and neutral text as the fitted gate; no text the report or calibration reads.
 """
@@ -57,6 +57,7 @@ class Tuning:
     batch: int  # toxic and neutral texts per step (each)
     max_tokens: int  # tokens per text after BOS
     seed: int
+    clean_weight: float = 1.0  # of the clean continuations' KL, against the toxic text's (when there are any)
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
                          "neutral": mean_kl(unsteered[:m - k], gated_logp[k:m], mask[k:m])}
                 if cln:
                     parts["clean"] = mean_kl(unsteered[m - k:], gated_logp[m:], counted_from(mask[m:], clean_starts))
-                loss = parts["toxic"] + tuning.keep * parts["neutral"] + parts.get("clean", 0.0)
+                loss = parts["toxic"] + tuning.keep * parts["neutral"] + tuning.clean_weight * parts.get("clean", 0.0)
                 optimiser.zero_grad()
                 loss.backward()
             optimiser.step()
@@ -218,6 +219,7 @@ def tune_gates(model, edits: dict[str, Callable], fitted: dict[str, dict[str, Te
                 history[part].append(float(value.detach()))
             bar.set_postfix({part: f"{h[-1]:.4f}" for part, h in history.items()})
     record = {"strength": tuning.strength, "steps": tuning.steps, "lr": tuning.lr, "keep": tuning.keep,
+              **({"clean_weight": tuning.clean_weight} if clean_rows else {}),
               "batch": tuning.batch, "max_tokens": tuning.max_tokens, "texts": {"toxic": len(toxic_rows.rows),
               "neutral": len(neutral_rows.rows), **({"clean": len(clean_rows.rows)} if clean_rows else {})},
               "loss": {part: {"first": h[0], "last": h[-1], "every_25": h[::25]} for part, h in history.items()},
@@ -247,7 +249,7 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
                               options.gate_tune_tokens)
     tuning = Tuning(strength, options.gate_tune_steps, options.gate_tune_lr, options.gate_tune_keep,
                     options.gate_tune_batch, options.gate_tune_tokens,
-                    int(intervention.metadata.get("options", {}).get("seed", 0)))
+                    int(intervention.metadata.get("options", {}).get("seed", 0)), options.gate_tune_clean_weight)
     clean = None
     if options.gate_tune_clean != "none":
         clean = continuations(model, clean_pairs(model, options.gate_tune_clean, progress=progress),
@@ -281,8 +283,9 @@ class TunedGateOptions(TokenGateOptions):
                                   "token on), or an `aura-tl onpolicy` file (gate=tuned)")
     gate_tune_clean: str = option("none", "clean continuations the tuned gate learns to leave as they are: none, "
                                   "onpolicy:N or an `aura-tl onpolicy` file (the non-toxic continuations of the "
-                                  "prompts with a toxic one there, from the prompt's last token on, weighted as the "
-                                  "toxic text; gate=tuned)")
+                                  "prompts with a toxic one there, from the prompt's last token on; gate=tuned)")
+    gate_tune_clean_weight: float = option(1.0, "weight of the clean continuations staying as the unsteered model "
+                                                "says them, against toxic text moving (gate=tuned)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -291,8 +294,9 @@ class TunedGateOptions(TokenGateOptions):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.gate_tune_lr > 0:
             raise ValueError(f"gate_tune_lr must be > 0, got {self.gate_tune_lr}")
-        if not self.gate_tune_keep >= 0:
-            raise ValueError(f"gate_tune_keep must be >= 0, got {self.gate_tune_keep}")
+        for name in ("gate_tune_keep", "gate_tune_clean_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.gate_tune_toxic != "concept":
             check_source(self.gate_tune_toxic, "gate_tune_toxic (unless concept)")
         if self.gate_tune_clean != "none":

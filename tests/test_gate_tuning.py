@@ -4,6 +4,7 @@ and a learned file carries its record and steers as sigmoid(w . a + b) written o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 
@@ -184,8 +185,12 @@ def test_clean_continuations_keep_the_gate_shut_where_they_go(tiny):
     beside, record = tune_gates(tiny, edits, fitted, moved, neutral, tuning, clean=clean, progress=False)
     # the part it records is the one by hand, and with it the clean continuations move less than without it
     assert record["loss"]["clean"]["first"] == pytest.approx(clean_part(tiny, edits, fitted, clean), rel=1e-3)
-    assert record["texts"]["clean"] == len(clean.rows)
+    assert record["texts"]["clean"] == len(clean.rows) and record["clean_weight"] == 1.0
     assert clean_part(tiny, edits, beside, clean) < 0.5 * clean_part(tiny, edits, alone, clean)
+    # weighted 0, the clean rows ride along in the batch and change nothing
+    unweighted, _ = tune_gates(tiny, edits, fitted, moved, neutral, dataclasses.replace(tuning, clean_weight=0.0),
+                               clean=clean, progress=False)
+    assert clean_part(tiny, edits, unweighted, clean) == pytest.approx(clean_part(tiny, edits, alone, clean), rel=1e-3)
     with pytest.raises(ValueError, match="clean continuations"):
         tune_gates(tiny, edits, fitted, moved, neutral, tuning, clean=LossRows([], []), progress=False)
 
@@ -215,6 +220,8 @@ def test_tuned_rule_end_to_end(tiny, tmp_path):
     assert not torch.allclose(steered, plain, atol=1e-4)
     with pytest.raises(ValueError, match="gate_tune_keep"):
         learn_intervention(tiny, toy_concept(4), "linact", gate="tuned", gate_tune_keep=-1, progress=False)
+    with pytest.raises(ValueError, match="gate_tune_clean_weight"):
+        TunedGateOptions(gate_tune_clean_weight=-0.5)
 
 
 def test_responses_alone_cannot_tune_and_say_so(tiny, caplog):
