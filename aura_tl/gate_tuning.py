@@ -12,8 +12,10 @@ Loss per step, KL(teacher || gated) per position, averaged over the positions ea
     + keep x neutral text, every position (non-toxic sentences, own samples, WikiText): teacher = the unsteered model
     + clean continuations (`gate_tune_clean`, optional): the model's own non-toxic continuations of the prompts
         that led it to toxic ones, from the prompt's last position on: teacher = the unsteered model, weighted
-        `gate_tune_clean_weight` against the toxic part. The toxic part alone teaches the gate to open on a toxic prompt's continuation whatever it
-        says; beside this part it opens where the continuation turns toxic and leaves a clean one on its subject.
+        `gate_tune_clean_weight` against the toxic part. The toxic part alone teaches the gate to open on a toxic
+        prompt's continuation whatever it says; this part teaches it to leave a clean one alone (measured on
+        SmolLM2: the +2 % rule then goes further, 4.02x / 9.18x against 3.60x / 7.67x at equal relevance, not
+        significant, and held-out near-toxic text costs half; docs/results/sites.md, stop 52).
 The same concept data and neutral text as the fitted gate; no text the report or calibration reads.
 """
 
@@ -54,7 +56,7 @@ class Tuning:
     steps: int
     lr: float  # Adam, on w in units of each unit's spread and on b; cosine-decayed
     keep: float  # weight of the neutral text's KL against the toxic text's
-    batch: int  # toxic and neutral texts per step (each)
+    batch: int  # toxic and neutral texts (and clean continuations) per step, each
     max_tokens: int  # tokens per text after BOS
     seed: int
     clean_weight: float = 1.0  # of the clean continuations' KL, against the toxic text's (when there are any)
@@ -275,7 +277,8 @@ class TunedGateOptions(TokenGateOptions):
                                         "toxic text moving as the ungated edit moves it (gate=tuned)")
     gate_tune_strength: float | None = option(None, "lambda of the edit the tuned gate learns to open and close "
                                                     "(default: the intervention's learned strength)")
-    gate_tune_batch: int = option(8, "toxic and neutral texts per tuning step, each (gate=tuned)")
+    gate_tune_batch: int = option(8, "toxic and neutral texts (and clean continuations) per tuning step, each "
+                                     "(gate=tuned)")
     gate_tune_tokens: int = option(48, "tokens read per text while tuning (gate=tuned)")
     gate_tune_toxic: str = option("concept", "toxic text the tuned gate learns to open on: concept (the concept "
                                   "data's toxic sentences, their later half), onpolicy:N (the model's own N "
