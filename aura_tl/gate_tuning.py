@@ -14,8 +14,8 @@ Loss per step, KL(teacher || gated) per position, averaged over the positions ea
         that led it to toxic ones, from the prompt's last position on: teacher = the unsteered model, weighted
         `gate_tune_clean_weight` against the toxic part. The toxic part alone teaches the gate to open on a toxic
         prompt's continuation whatever it says; this part teaches it to leave a clean one alone (measured on
-        SmolLM2: the +2 % rule then goes further, 4.02x / 9.18x against 3.60x / 7.67x at equal relevance, not
-        significant, and held-out near-toxic text costs half; docs/results/sites.md, stop 52).
+        SmolLM2: the +2 % rule then goes further, lambda 12 against 7.5 at equal relevance, with no toxicity gain
+        shown, and held-out near-toxic text costs half; docs/results/sites.md, stop 52).
 The same concept data and neutral text as the fitted gate; no text the report or calibration reads.
 """
 
