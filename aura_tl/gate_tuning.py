@@ -59,7 +59,7 @@ class Tuning:
     batch: int  # toxic and neutral texts (and clean continuations) per step, each
     max_tokens: int  # tokens per text after BOS
     seed: int
-    clean_weight: float = 1.0  # of the clean continuations' KL, against the toxic text's (when there are any)
+    clean_weight: float  # of the clean continuations' KL, against the toxic text's (when there are any)
 
 
 @dataclass(frozen=True)

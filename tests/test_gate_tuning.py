@@ -137,7 +137,8 @@ def half_open_start(model):
 @pytest.mark.parametrize("keep", [0.0, 10.0])
 def test_tuning_lowers_the_loss_it_optimises(tiny, keep):
     iv, edits, fitted, toxic, neutral = half_open_start(tiny)
-    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=keep, batch=16, max_tokens=16, seed=0)
+    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=keep, batch=16, max_tokens=16, seed=0,
+                    clean_weight=1.0)
     tuned, record = tune_gates(tiny, edits, fitted, later_halves(tiny, toxic, 16), neutral, tuning, progress=False)
     before = fixed_batch_loss(tiny, edits, fitted, toxic, neutral, keep)
     after = fixed_batch_loss(tiny, edits, tuned, toxic, neutral, keep)
@@ -153,7 +154,8 @@ def test_tuning_on_continuations_lowers_their_loss(tiny):
     _, edits, fitted, toxic, neutral = half_open_start(tiny)
     pairs = continuations(tiny, [(" ".join(t.split()[:3]), " ".join(t.split()[3:])) for t in toxic], 16)
     assert pairs.rows and any(start > 1 for start in pairs.starts)
-    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0)
+    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0,
+                    clean_weight=1.0)
     tuned, record = tune_gates(tiny, edits, fitted, pairs, neutral, tuning, progress=False)
     before = fixed_batch_loss(tiny, edits, fitted, pairs, neutral, 0.0)
     after = fixed_batch_loss(tiny, edits, tuned, pairs, neutral, 0.0)
@@ -180,7 +182,8 @@ def test_clean_continuations_keep_the_gate_shut_where_they_go(tiny):
     openings = [" ".join(t.split()[:3]) for t in toxic]
     moved = continuations(tiny, [(o, " ".join(t.split()[3:])) for o, t in zip(openings, toxic)], 16)
     clean = continuations(tiny, [(o, " ".join(n.split()[3:])) for o, n in zip(openings, neutral)], 16)
-    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0)
+    tuning = Tuning(strength=2.0, steps=30, lr=0.05, keep=0.0, batch=16, max_tokens=16, seed=0,
+                    clean_weight=1.0)
     alone, _ = tune_gates(tiny, edits, fitted, moved, neutral, tuning, progress=False)
     beside, record = tune_gates(tiny, edits, fitted, moved, neutral, tuning, clean=clean, progress=False)
     # the part it records is the one by hand, and with it the clean continuations move less than without it
