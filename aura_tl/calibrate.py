@@ -9,7 +9,9 @@ own continuations of non-toxic prompts, where an edit may cost several times wha
 (SmolLM2's old default: +3.1 % on long WikiText windows, +18.5 % on PIQA-length texts). The worst kind decides.
 
 Calibration text: a file the user gives, else WikiText-2 test documents 20-39 from the local data
-(`$AURA_TL_WIKITEXT` or the shared data folder), which the report's perplexity (documents 0-9) never reads.
+(`$AURA_TL_WIKITEXT` or the shared data folder), which the report's perplexity (documents 0-9) never reads, else
+the start of that slice as shipped with aura-tl (`calibration_sets/`: documents 20-23, more than calibration's
+`PANEL_TOKENS` of each kind read), so a budget means the same with or without the data folder.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from aura_tl.data import read_jsonl
 from aura_tl.models import hf_tokenizer, start_token_id
 from aura_tl.paths import local_data_path
 from aura_tl.prompt_scope import prompt_before, prompt_marked
 
 log = logging.getLogger(__name__)
 WIKITEXT_DOCS = slice(20, 40)
+# calibration's texts as the local data gives them, for a fresh install (provenance and licences in its README;
+# rebuilt by bench/bundle_concept_data.py): WikiText's start, PIQA / HellaSwag texts, `calibrate` prompts
+SHIPPED_CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration_sets"
+SHIPPED_WIKITEXT_DOCS = slice(WIKITEXT_DOCS.start, WIKITEXT_DOCS.start + 4)  # 108 k characters: the panel reads ~10 k
 
 
 def wikitext_documents(text: str) -> list[str]:
@@ -49,22 +56,25 @@ def wikitext_path() -> Path | None:
     return local_data_path(None, "AURA_TL_WIKITEXT", "wikitext2/wiki.test.raw")
 
 
-def calibration_text(path: str | Path | None = None, fallback: tuple[str, str] | None = None) -> tuple[str, str]:
-    """(text, where it came from): the user's file, else the default WikiText-2 slice, else `fallback` (the
-    learning data's non-toxic sentences: a default budget works offline with nothing else installed)."""
+def shipped_calibration(name: str) -> list[str]:
+    """The texts of calibration set `name` as shipped (`SHIPPED_CALIBRATION_DIR`), in order."""
+    return [row["text"] for row in read_jsonl(SHIPPED_CALIBRATION_DIR / f"{name}.jsonl.gz")]
+
+
+def calibration_text(path: str | Path | None = None) -> tuple[str, str]:
+    """(text, where it came from): the user's file, else the default WikiText-2 slice from the local data, else its
+    start as shipped (the same rows for calibration's `PANEL_TOKENS`: tests/test_calibrate.py)."""
     if path:
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no calibration text at {path}")
         return path.read_text(encoding="utf-8"), str(path)
     wiki = wikitext_path()
-    if wiki is None and fallback is not None:
-        log.warning("no WikiText-2 found (set AURA_TL_WIKITEXT to its wiki.test.raw, or give calibration_text): "
-                    "calibrating on %s", fallback[1])
-        return fallback
     if wiki is None:
-        raise FileNotFoundError("calibration needs a text: pass calibration_text=FILE (--calibration-text), or set "
-                                "AURA_TL_WIKITEXT to WikiText-2's wiki.test.raw")
+        log.info("no local WikiText-2 (AURA_TL_WIKITEXT): calibrating on its documents %d-%d shipped with aura-tl",
+                 SHIPPED_WIKITEXT_DOCS.start, SHIPPED_WIKITEXT_DOCS.stop - 1)
+        return ("".join(shipped_calibration("wikitext")),
+                f"WikiText-2 test documents {SHIPPED_WIKITEXT_DOCS.start}-{SHIPPED_WIKITEXT_DOCS.stop - 1} (shipped)")
     return "".join(wikitext_slice(WIKITEXT_DOCS)), f"{wiki} documents {WIKITEXT_DOCS.start}-{WIKITEXT_DOCS.stop - 1}"
 
 

@@ -47,7 +47,7 @@ def learn_intervention(model, data: ConceptData | None = None, method: str = DEF
         intervention = learn_gates(model, intervention, gate_data, options.gate, options.gate_options,
                                    batch_size=options.learn_batch_size, progress=progress)
     if options.max_ppl_increase is not None:
-        intervention = calibrated(model, intervention, options, data, progress=progress)
+        intervention = calibrated(model, intervention, options, progress=progress)
     return intervention.with_steer_prompt(options.steer_prompt)
 
 
@@ -160,19 +160,14 @@ def with_neutral_text(model, data: ConceptData, sources: str, *, progress: bool 
                        data.layout, data.info)
 
 
-def calibrated(model, intervention: Intervention, options, data: ConceptData | None = None, *,
-               progress: bool = True) -> Intervention:
+def calibrated(model, intervention: Intervention, options, *, progress: bool = True) -> Intervention:
     """The intervention at the strongest strength (up to the learned one) within the perplexity budget on every
     kind of text of the retention panel (`options.calibration_panel`: `aura_tl.retention` on calibration's slices,
-    or the calibration text alone); the measurements go into its metadata under `calibration`. Without WikiText or
-    a text of the user's, the text kinds read the concept data's non-toxic sentences (`data`, else rtp-learn),
-    which also prompt the own continuations when RTP is not local."""
-    data = data if data is not None else concept_data_for(ConceptOptions(seed=options.seed))
-    neutral = [text for text, label in zip(data.texts, data.labels) if label == 0]
-    text, source = calibration_text(options.calibration_text,
-                                    fallback=("\n".join(neutral), f"the non-toxic sentences of {data.source}"))
+    or the calibration text alone); the measurements go into its metadata under `calibration`. Without the data
+    folder the panel reads what aura-tl ships of calibration's slices (`aura_tl.calibrate.calibration_text`)."""
+    text, source = calibration_text(options.calibration_text)
     if options.calibration_panel in ("full", "near"):
-        panel = panel_rows(model, text, CALIBRATION_SLICES, prompts=CALIBRATION_OWN_PROMPTS, fallback_prompts=neutral,
+        panel = panel_rows(model, text, CALIBRATION_SLICES, prompts=CALIBRATION_OWN_PROMPTS,
                            near_toxic=options.calibration_panel == "near")
     else:
         panel = text_rows(model, text)

@@ -14,8 +14,10 @@ The report reads the first PIQA / HellaSwag validation documents (at most `REPOR
 calibration reads PIQA / HellaSwag validation documents from `CALIBRATION_TASK_DOCS` on and `calibrate` prompts; the
 documents between (`GATE_TASK_DOCS`) are for a gate's neutral text (`aura_tl.neutral_text`), read by neither. Of the
 near-toxic texts (in file order) the report's held-out check reads the first (`HELD_OUT_NEAR_TEXTS`), calibration the
-next (`CALIBRATION_NEAR_TEXTS`), gates from `GATE_NEAR_TEXTS_START` on. A kind whose data is not local is left out
-with a warning (the record names the kinds read).
+next (`CALIBRATION_NEAR_TEXTS`), gates from `GATE_NEAR_TEXTS_START` on. Calibration's WikiText start, PIQA /
+HellaSwag texts and `calibrate` prompts ship with aura-tl (`calibration_sets/`, read when the data is not local), so
+the `full` panel is the same on a fresh install; the report's slices and the near-toxic texts are local data only. A
+kind whose data is not there is left out with a warning (the record names the kinds read).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aura_tl.calibrate import WIKITEXT_DOCS, paragraphs, short_rows, wikitext_slice, window_rows
+from aura_tl.calibrate import (WIKITEXT_DOCS, paragraphs, shipped_calibration, short_rows, wikitext_slice,
+                               window_rows)
 from aura_tl.data import read_davidson_neither, read_jsonl, prompt_records, read_paradetox_pairs
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer
@@ -93,9 +96,13 @@ def hellaswag_docs(path=None) -> list[dict] | None:
     return None if found is None else [{k: r[k] for k in HELLASWAG_FIELDS if k in r} for r in read_jsonl(found)]
 
 
+TASK_SETS = {"PIQA-length": "piqa", "HellaSwag-length": "hellaswag"}  # kind: its shipped calibration set
+
+
 def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-length")) -> dict[str, list[str]]:
     """PIQA- and HellaSwag-length texts (those of `kinds`) of the documents `docs`: each context with its gold
-    answer, as lm-eval's tasks prompt them; a kind without local data is left out."""
+    answer, as lm-eval's tasks prompt them; without local data, as shipped where `docs` lies in
+    `CALIBRATION_TASK_DOCS`, else the kind is left out."""
     import datasets
     from lm_eval.tasks.hellaswag.utils import process_docs
 
@@ -108,7 +115,11 @@ def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-
     if hellaswag is not None:
         processed = process_docs(datasets.Dataset.from_list(hellaswag[docs]))
         texts["HellaSwag-length"] = [f"{d['query']} {d['choices'][int(d['label'])]}" for d in processed]
-    return texts
+    shipped = CALIBRATION_TASK_DOCS
+    if shipped.start <= docs.start and docs.stop is not None and docs.stop <= shipped.stop:
+        for kind in set(kinds) - set(texts):
+            texts[kind] = shipped_calibration(TASK_SETS[kind])[docs.start - shipped.start:docs.stop - shipped.start]
+    return {kind: texts[kind] for kind in kinds if kind in texts}
 
 
 def paradetox_path() -> Path | None:
@@ -137,11 +148,11 @@ def near_toxic_texts(texts: slice, kinds: tuple[str, ...] = NEAR_TOXIC) -> dict[
 
 def nontoxic_prompts(split: str, n: int) -> list[str]:
     """The first `n` non-toxic RTP prompts of `split` (`prompt_records`: local records, else the shipped `learn`
-    prompts); [] when there are none."""
+    prompts; for `calibrate`, else its shipped non-toxic prompts); [] when there are none."""
     try:
         records = prompt_records(split)
     except FileNotFoundError:
-        return []
+        return shipped_calibration("rtp-calibrate-nontoxic")[:n] if split == CALIBRATION_SLICES.prompt_split else []
     return [prompt_text(r) for r in records if not prompt_is_toxic(r)][:n]
 
 
@@ -165,18 +176,18 @@ def wikitext_text(docs: slice) -> str | None:
 
 def panel_rows(model, text: str, slices: PanelSlices, *, text_tokens: int = PANEL_TOKENS,
                tokens: int | None = PANEL_TOKENS, prompts: int | None = None,
-               continuation_tokens: int = CONTINUATION_TOKENS, fallback_prompts: list[str] = (),
-               near_toxic: bool = False) -> dict[str, list[list[int]]]:
+               continuation_tokens: int = CONTINUATION_TOKENS, near_toxic: bool = False
+               ) -> dict[str, list[list[int]]]:
     """Every kind of the panel as token rows, in `PANEL` order: `text`'s long windows and paragraphs (`text_tokens`
     of each), then the task texts of `slices` and the own continuations of its split's first `prompts` non-toxic
-    prompts (of `fallback_prompts` when they are not local), up to `tokens` tokens of each kind (None: all; the own
+    prompts (`nontoxic_prompts`), up to `tokens` tokens of each kind (None: all; the own
     continuations are all `prompts` of them when it is given); with `near_toxic`, then the `NEAR_TOXIC` texts of
     `slices.near_texts`."""
     rows = text_rows(model, text, text_tokens)
     texts = task_texts(slices.task_docs)
     # an RTP prompt is ~8-20 tokens: prompts enough for `tokens` with few left over
     wanted = prompts if prompts is not None else (tokens or PANEL_TOKENS) // (continuation_tokens + 8)
-    chosen = nontoxic_prompts(slices.prompt_split, wanted) or list(fallback_prompts)[:wanted]
+    chosen = nontoxic_prompts(slices.prompt_split, wanted)
     if chosen:
         texts["own continuations"] = own_continuations(model, chosen, continuation_tokens)
     kinds = PANEL + (NEAR_TOXIC if near_toxic else ())

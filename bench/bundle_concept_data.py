@@ -9,6 +9,9 @@ RealToxicityPrompts records, labelled toxic when its Perspective toxicity >= 0.5
 `onpolicy:N` and `continued:N` continue when no RTP records are local (`aura_tl.data.prompt_records`).
 `neutral_sets/{wikitext,piqa,hellaswag}`: the first `SHIPPED_TEXTS` texts of the gates' document-like neutral
 sources as the local data gives them (`aura_tl.neutral_text`), {"text"} per row.
+`calibration_sets/`: calibration's texts (`aura_tl.calibrate`, `aura_tl.retention`): the start of its WikiText-2
+slice (documents `SHIPPED_WIKITEXT_DOCS`), the PIQA- and HellaSwag-length texts of `CALIBRATION_TASK_DOCS`, and the
+`calibrate` split's non-toxic prompts, {"text"} per row, so `calibration_panel` reads the same without the data.
 `smollm2-onpolicy`: the continuations SmolLM2-135M-Instruct sampled for learn-split prompts (`aura-tl onpolicy`),
 labelled by the offline scorer; text and label only (no RTP prompt text). Both are gzipped `text,label` JSONL,
 written byte-for-byte reproducibly (fixed gzip mtime), so rebuilding shows no diff.
@@ -55,6 +58,24 @@ def write_neutral_sets() -> None:
         print(f"{path}: {len(texts)} texts, {path.stat().st_size / 1024:.1f} KiB")
 
 
+def write_calibration_sets() -> None:
+    from aura_tl.calibrate import SHIPPED_CALIBRATION_DIR, SHIPPED_WIKITEXT_DOCS, wikitext_slice
+    from aura_tl.retention import CALIBRATION_SLICES, TASK_SETS, hellaswag_docs, piqa_docs, task_texts
+
+    if piqa_docs() is None or hellaswag_docs() is None:  # task_texts would read the shipped ones
+        raise SystemExit("PIQA / HellaSwag: not in the local data")
+    local = task_texts(CALIBRATION_SLICES.task_docs)
+    sets = {"wikitext": wikitext_slice(SHIPPED_WIKITEXT_DOCS),
+            **{TASK_SETS[kind]: local.get(kind) for kind in TASK_SETS},
+            "rtp-calibrate-nontoxic": [prompt_text(r) for r in rtp_records(split=CALIBRATION_SLICES.prompt_split)
+                                       if not prompt_is_toxic(r)]}
+    for name, texts in sets.items():
+        if not texts:
+            raise SystemExit(f"{name}: not in the local data")
+        path = write_rows(SHIPPED_CALIBRATION_DIR / f"{name}.jsonl.gz", [{"text": text} for text in texts])
+        print(f"{path}: {len(texts)} texts, {path.stat().st_size / 1024:.1f} KiB")
+
+
 def write_learn_prompts(records: list[dict]) -> Path:
     rows = [{"prompt": {"text": prompt_text(r), "toxicity": r["prompt"].get("toxicity")}} for r in records]
     path = write_rows(BUNDLED_LEARN_PROMPTS, rows)
@@ -74,6 +95,7 @@ def main() -> None:
     write_set("rtp-learn", texts, labels)
     write_learn_prompts(learn)
     write_neutral_sets()
+    write_calibration_sets()
     if args.onpolicy:
         rows = [r for r in read_jsonl(args.onpolicy) if r["text"].strip()]
         write_set("smollm2-onpolicy", [r["text"] for r in rows], [r["label"] for r in rows])

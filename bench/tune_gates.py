@@ -65,7 +65,7 @@ def main() -> None:
         values = {**{k: v for k, v in learned.items() if k != "gate_options"}, **as_dict(options), "gate": rule.name,
                   "max_ppl_increase": args.max_ppl_increase, "calibration_panel": args.calibration_panel}
         method = get_method(fitted.method).options(**values)
-        tuned = calibrated(model, tuned, method, concept_data_for(concept))
+        tuned = calibrated(model, tuned, method)
         tuned = Intervention(tuned.method, tuned.tensors, tuned.shape, {**tuned.metadata, "options": as_dict(method)},
                              tuned.strength)
     tuned.save(args.output)

@@ -80,7 +80,8 @@ def test_shipped_learn_prompts_are_the_learn_split(shared_data):
 
 def test_without_local_rtp_only_learn_prompts_come_from_the_package(monkeypatch, tmp_path):
     """A fresh install (no RTP records anywhere) continues the shipped learn prompts; other splits are an error,
-    and the gate's continued prompts are its non-toxic ones."""
+    and the gate's continued prompts are its non-toxic ones; of the others only calibration's non-toxic prompts
+    ship (tests/test_retention.py), never `eval`'s."""
     from aura_tl import paths, retention
     from aura_tl.data import bundled_learn_records, prompt_records
     from aura_tl.splits import prompt_is_toxic, prompt_text
@@ -92,7 +93,7 @@ def test_without_local_rtp_only_learn_prompts_come_from_the_package(monkeypatch,
         prompt_records("eval")
     clean = [prompt_text(r) for r in bundled_learn_records() if not prompt_is_toxic(r)]
     assert retention.nontoxic_prompts("learn", 5) == clean[:5] and len(clean) == 282
-    assert retention.nontoxic_prompts("calibrate", 5) == []
+    assert retention.nontoxic_prompts("eval", 5) == [] and len(retention.nontoxic_prompts("calibrate", 5)) == 5
     monkeypatch.setenv("AURA_TL_RTP", str(tmp_path / "missing.jsonl"))  # a path given but wrong is never replaced
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         prompt_records("learn")

@@ -8,7 +8,8 @@ import pytest
 from aura_tl import retention
 from aura_tl.data import rtp_records
 from aura_tl.models import hf_tokenizer
-from aura_tl.retention import CALIBRATION_SLICES, PANEL, panel_rows, report_slices, task_texts
+from aura_tl.retention import (CALIBRATION_OWN_PROMPTS, CALIBRATION_SLICES, PANEL, panel_rows, report_slices,
+                               task_texts)
 from aura_tl.splits import prompt_text
 
 TEXT = "\n".join(f"The river {i} runs past the old mill and the stone bridge into the town." for i in range(12))
@@ -119,15 +120,49 @@ def test_given_prompts_count_own_continuations_whatever_the_token_cap(tiny, shar
     assert sum(len(r) for r in capped["own continuations"][:-1]) < 30
 
 
-def test_own_continuations_fall_back_to_given_prompts_without_local_rtp(tiny, shared_data, monkeypatch):
-    def no_rtp(split):
-        raise FileNotFoundError(f"no local RealToxicityPrompts records for {split}")
+def without_local_data(monkeypatch) -> None:
+    """As a fresh install: no data folder, no data variables."""
+    from aura_tl import paths
 
-    monkeypatch.setattr(retention, "prompt_records", no_rtp)
-    rows = panel_rows(tiny, TEXT, CALIBRATION_SLICES, tokens=60, prompts=2, continuation_tokens=3,
-                      fallback_prompts=["A quiet morning in the village", "The recipe needs two eggs", "unused"])
-    decoded = [hf_tokenizer(tiny).decode(r) for r in rows["own continuations"]]
-    assert len(decoded) == 2 and decoded[0].startswith("A quiet morning in the village")
-    monkeypatch.setattr(retention, "task_texts", lambda docs: {})
-    kept = panel_rows(tiny, TEXT, CALIBRATION_SLICES, tokens=60, prompts=2, continuation_tokens=3)
-    assert list(kept) == ["long windows", "short paragraphs"]  # nothing to continue, no task data: left out
+    for variable in ("AURA_TL_WIKITEXT", "AURA_TL_PIQA", "AURA_TL_HELLASWAG", "AURA_TL_RTP", "AURA_TL_PARADETOX",
+                     "AURA_TL_DAVIDSON", "AURA_SHARED_DATA"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(paths, "shared_data_dir", lambda: None)
+
+
+def test_shipped_calibration_texts_are_the_local_ones(shared_data, monkeypatch):
+    """Calibration's PIQA / HellaSwag texts and `calibrate` prompts read the same with the data folder and without
+    it (from the package: rebuild with bench/bundle_concept_data.py); the report's slices are local data only."""
+    from aura_tl.calibrate import SHIPPED_WIKITEXT_DOCS, shipped_calibration, wikitext_slice
+
+    local_tasks = task_texts(CALIBRATION_SLICES.task_docs)
+    local_prompts = retention.nontoxic_prompts(CALIBRATION_SLICES.prompt_split, 1000)
+    assert len(local_prompts) == 140 and shipped_calibration("wikitext") == wikitext_slice(SHIPPED_WIKITEXT_DOCS)
+    without_local_data(monkeypatch)
+    assert task_texts(CALIBRATION_SLICES.task_docs) == local_tasks
+    assert task_texts(slice(1600, 1610), ("HellaSwag-length",)) == {
+        "HellaSwag-length": local_tasks["HellaSwag-length"][100:110]}
+    assert retention.nontoxic_prompts(CALIBRATION_SLICES.prompt_split, 128) == local_prompts[:128]
+    assert task_texts(report_slices(100).task_docs) == {}  # the report's documents never ship
+    assert retention.nontoxic_prompts(report_slices(100).prompt_split, 5) == []
+
+
+def test_a_fresh_install_calibrates_on_the_same_panel(tiny, shared_data, monkeypatch):
+    """`calibration_panel=full` and `text` read the same token rows of every kind with the data folder and without it:
+    the shipped start of calibration's WikiText slice holds all that calibration reads of it."""
+    from aura_tl.calibrate import calibration_text
+    from aura_tl.retention import text_rows
+
+    def panel():
+        text, source = calibration_text()
+        full = panel_rows(tiny, text, CALIBRATION_SLICES, prompts=CALIBRATION_OWN_PROMPTS)
+        return source, text_rows(tiny, text), full
+
+    local_source, local_text, local_full = panel()
+    without_local_data(monkeypatch)
+    source, text, full = panel()
+    assert "shipped" in source and "shipped" not in local_source
+    assert list(full) == list(PANEL) and len(full["own continuations"]) == CALIBRATION_OWN_PROMPTS
+    assert text == local_text and full == local_full
+    kept = panel_rows(tiny, TEXT, report_slices(10), tokens=60, prompts=2, continuation_tokens=3)
+    assert list(kept) == ["long windows", "short paragraphs"]  # the report's slices: nothing local, left out
