@@ -26,27 +26,14 @@ from aura_tl.intervention import Intervention
 from aura_tl.io import hash_texts
 from aura_tl.learn import concept_data_for, learn_intervention
 from aura_tl.methods import get_method
-from aura_tl.models import cache_dir
+from aura_tl.models import cache_dir, model_fingerprint
 from aura_tl.options import learned_values
 
 log = logging.getLogger(__name__)
-SAMPLES_PER_PARAMETER = 4096
 
 
 def intervention_cache_dir() -> Path:
     return cache_dir() / "interventions"
-
-
-def model_fingerprint(model) -> str:
-    """sha256 over every parameter's name, shape, dtype and up to 4,096 evenly strided values."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // SAMPLES_PER_PARAMETER)
-        sample = flat[::step][:SAMPLES_PER_PARAMETER].float().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def intervention_key(model, method: str, options, data: ConceptData | None) -> str:

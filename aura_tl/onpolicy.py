@@ -25,7 +25,7 @@ from pathlib import Path
 from aura_tl.data import ConceptData, read_jsonl, prompt_records
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.io import default_mode
-from aura_tl.models import cache_dir
+from aura_tl.models import cache_dir, model_fingerprint
 from aura_tl.scoring import get_scorer
 from aura_tl.splits import TOXIC, prompt_text
 
@@ -39,9 +39,10 @@ def build_onpolicy_data(model, path: str | Path, *, split: str = "learn", sample
     """Write (or reuse) `path`: `samples` sampled continuations (top-p 0.9, T = 1) of each prompt of the RTP
     `split`, each a row {text, label, score, prompt}."""
     path = Path(path)
-    settings = {"model": str(model.cfg.model_name), "split": split, "samples": samples,
-                "max_new_tokens": max_new_tokens, "scorer": scorer or os.environ.get("AURA_TL_SCORER", "auto"),
-                "seed": seed}
+    # the weights' fingerprint, not only the name: a fine-tuned copy in a folder of the same name is another model
+    settings = {"model": str(model.cfg.model_name), "weights": model_fingerprint(model), "split": split,
+                "samples": samples, "max_new_tokens": max_new_tokens,
+                "scorer": scorer or os.environ.get("AURA_TL_SCORER", "auto"), "seed": seed}
     if path.is_file():
         rows = read_jsonl(path)
         if rows and rows[0].get("settings") == settings:

@@ -1,6 +1,7 @@
 """On-policy concept data: continuations of the learn split's prompts, scored, labelled, cached (tiny model)."""
 
 import pytest
+import torch
 
 from aura_tl.data import load_concept_data, read_jsonl, rtp_records
 from aura_tl.onpolicy import build_onpolicy_data
@@ -27,6 +28,17 @@ def test_build_score_label_and_reuse(tiny, tmp_path, shared_data, monkeypatch):
     assert all(r["label"] == int(len(r["text"]) % 2 == 1) for r in rows)  # label = score >= 0.5
     monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: pytest.fail("rebuilt instead of reused"))
     assert build_onpolicy_data(tiny, path, samples=2, max_new_tokens=6, progress=False) == path
+    rebuilt = []  # the same name with one weight changed is another model: its continuations are built again
+    monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: rebuilt.append(1) or FixedScorer())
+    weight = tiny.blocks[1].attn.W_O  # as tests/test_cache.py changes one weight
+    with torch.no_grad():
+        weight[0, 0, 0] += 1.0
+    try:
+        build_onpolicy_data(tiny, path, samples=2, max_new_tokens=6, progress=False)
+    finally:
+        with torch.no_grad():
+            weight[0, 0, 0] -= 1.0
+    assert rebuilt == [1]
     if len({r["label"] for r in rows}) == 2:
         data = load_concept_data(str(path))
         assert data.layout == "text_label" and data.counts[0] == data.counts[1]
