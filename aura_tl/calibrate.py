@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from aura_tl.data import read_jsonl
+from aura_tl.data import shipped_texts
 from aura_tl.models import hf_tokenizer, start_token_id
 from aura_tl.paths import local_data_path
 from aura_tl.prompt_scope import prompt_before, prompt_marked
@@ -58,12 +58,12 @@ def wikitext_path() -> Path | None:
 
 def shipped_calibration(name: str) -> list[str]:
     """The texts of calibration set `name` as shipped (`SHIPPED_CALIBRATION_DIR`), in order."""
-    return [row["text"] for row in read_jsonl(SHIPPED_CALIBRATION_DIR / f"{name}.jsonl.gz")]
+    return shipped_texts(SHIPPED_CALIBRATION_DIR, name)
 
 
 def calibration_text(path: str | Path | None = None) -> tuple[str, str]:
     """(text, where it came from): the user's file, else the default WikiText-2 slice from the local data, else its
-    start as shipped (the same rows for calibration's `PANEL_TOKENS`: tests/test_calibrate.py)."""
+    start as shipped (the same rows for calibration's `PANEL_TOKENS`: tests/test_retention.py)."""
     if path:
         path = Path(path).expanduser()
         if not path.is_file():

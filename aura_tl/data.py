@@ -271,6 +271,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def shipped_texts(folder: Path, name: str) -> list[str]:
+    """The `text` of every row of set `name` shipped in the package folder `folder` (`{name}.jsonl.gz`, written by
+    `bench/bundle_concept_data.py`), in order: the neutral and calibration texts a fresh install reads."""
+    return [row["text"] for row in read_jsonl(folder / f"{name}.jsonl.gz")]
+
+
 def read_rtp_records(path: str | Path) -> list[dict]:
     """RealToxicityPrompts records from one JSONL file or every `.jsonl` in a folder (sorted by name)."""
     path = Path(path)

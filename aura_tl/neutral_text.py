@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aura_tl.calibrate import paragraph_lines, wikitext_slice
-from aura_tl.data import read_jsonl
+from aura_tl.data import shipped_texts
 from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
@@ -62,7 +62,7 @@ def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0
 def shipped_neutral(name: str, n: int) -> list[str]:
     """The first `n` texts of source `name` as shipped in `SHIPPED_DIR` (the texts the local data gives, written by
     `bench/bundle_concept_data.py`), with a warning when `n` is more than shipped."""
-    texts = [row["text"] for row in read_jsonl(SHIPPED_DIR / f"{name}.jsonl.gz")]
+    texts = shipped_texts(SHIPPED_DIR, name)
     if n > len(texts):
         log.warning("%s:%d: aura-tl ships %d of these texts (the rest need the local data): using those", name, n,
                     len(texts))
