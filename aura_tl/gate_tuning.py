@@ -41,7 +41,7 @@ from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
 from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
 from aura_tl.onpolicy import check_source, clean_pairs, joined, toxic_pairs
-from aura_tl.options import option
+from aura_tl.options import option, with_default
 from aura_tl.responses import Batch, make_batch
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
     """`intervention` (gated by a sigmoid(w . a + b) rule, fitted) with every hook's gate tuned through `model` on
     `data` (label 1 = toxic, 0 = non-toxic and neutral text) by the `tuned` rule's `options`; the run's record goes
     into metadata `gate.tuned`."""
-    strength = float(options.gate_tune_strength or intervention.strength)
+    strength = float(options.gate_tune_strength or min(intervention.strength, TUNE_STRENGTH_CAP))
     spec = intervention.spec
     edits = {hook: hook_function(spec, None, named, strength, intervention.metadata, model.cfg.device,
                                  model.cfg.dtype) for hook, named in intervention.tensors.items()}
@@ -266,26 +266,33 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
 
 # --- the rule -------------------------------------------------------------------------------------------------------
 
+TUNE_STRENGTH_CAP = 4.0  # the lambda gates are tuned at unless told: a learned lambda above it is calibration's cap
+
+
 @dataclass
 class TunedGateOptions(TokenGateOptions):
-    # keep 10, 100 steps, toxic side `concept`: why, measured (keep 1 opens the gate on neutral text too; on-policy
-    # toxic text helps only beside near-toxic neutral text): docs/results/defaults.md
+    # keep 10, 100 steps: why, measured (keep 1 opens the gate on neutral text too): docs/results/defaults.md. The
+    # text sources are the default intervention's recipe (its neutral side, the model's own toxic and clean
+    # continuations of learn prompts: docs/results/sites.md, stops 49-52)
+    gate_neutral: str = with_default(TokenGateOptions, "gate_neutral",
+                                     "own:256,wikitext:300,piqa:250,hellaswag:250,continued:250")
     gate_tune_steps: int = option(100, "optimisation steps of the tuned gate (gate=tuned)")
     gate_tune_lr: float = option(0.01, "Adam's first learning rate for the tuned gate (w in units of each unit's "
                                        "spread, and b)")
     gate_tune_keep: float = option(10.0, "weight of neutral text staying as the unsteered model says it, against "
                                         "toxic text moving as the ungated edit moves it (gate=tuned)")
     gate_tune_strength: float | None = option(None, "lambda of the edit the tuned gate learns to open and close "
-                                                    "(default: the intervention's learned strength)")
+                                                    f"(default: the intervention's learned strength, at most "
+                                                    f"{TUNE_STRENGTH_CAP:g})")
     gate_tune_batch: int = option(8, "toxic and neutral texts (and clean continuations) per tuning step, each "
                                      "(gate=tuned)")
     gate_tune_tokens: int = option(48, "tokens read per text while tuning (gate=tuned)")
-    gate_tune_toxic: str = option("concept", "toxic text the tuned gate learns to open on: concept (the concept "
+    gate_tune_toxic: str = option("onpolicy:10", "toxic text the tuned gate learns to open on: concept (the concept "
                                   "data's toxic sentences, their later half), onpolicy:N (the model's own N "
                                   "continuations of each learn prompt, those scored toxic, from the prompt's last "
                                   "token on), or an `aura-tl onpolicy` file (gate=tuned)")
-    gate_tune_clean: str = option("none", "clean continuations the tuned gate learns to leave as they are: none, "
-                                  "onpolicy:N or an `aura-tl onpolicy` file (the non-toxic continuations of the "
+    gate_tune_clean: str = option("onpolicy:10", "clean continuations the tuned gate learns to leave as they are: "
+                                  "none, onpolicy:N or an `aura-tl onpolicy` file (the non-toxic continuations of the "
                                   "prompts with a toxic one there, from the prompt's last token on; gate=tuned)")
     gate_tune_clean_weight: float = option(1.0, "weight of the clean continuations staying as the unsteered model "
                                                 "says them, against toxic text moving (gate=tuned)")

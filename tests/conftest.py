@@ -118,3 +118,4 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.model)
+

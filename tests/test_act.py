@@ -63,13 +63,13 @@ def concept(n: int = 16) -> ConceptData:
 @pytest.fixture(scope="module")
 def causal(tiny):
     return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", gate=False, max_ppl_increase="none",
-                              progress=False)
+                              strength=1.0, progress=False)
 
 
 @pytest.fixture(scope="module")
 def plain(tiny):
-    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", causal=False, gate=False, max_ppl_increase="none",
-                              progress=False)
+    return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", causal=False, gate=False,
+                              max_ppl_increase="none", strength=1.0, progress=False)
 
 
 def test_strength_zero_equals_unsteered(tiny, causal):

@@ -24,6 +24,8 @@ from aura_tl.models import hf_tokenizer, load_hf, load_model
 
 both = pytest.mark.skipif(not hooked_transformer_available(), reason="this TransformerLens has no HookedTransformer")
 TEXTS = ["The capital of Germany is", "Shut up, you absolute", "Once upon a time, in a village far away,"]
+# a gated Linear-AcT learned in seconds (the default's tuned gate runs the model: tested in test_gate_tuning.py)
+PROBE_GATED = {"gate": "probe", "strength": 2.0, "max_ppl_increase": "none"}
 # every hook kind an intervention may sit on, as users spell them
 HOOK_KINDS = ["blocks.*.hook_resid_pre", "blocks.*.hook_attn_out", "blocks.*.attn.hook_z", "blocks.*.hook_mlp_out",
               "blocks.*.mlp.hook_pre", "blocks.*.mlp.hook_pre_linear", "blocks.*.mlp.hook_post",
@@ -233,7 +235,10 @@ def hf_with_edit(hf, iv: Intervention, input_ids) -> torch.Tensor:
 
 @pytest.mark.parametrize("method, options", [
     ("linact", {"gate": "false", "strength": 1.0}),
-    ("linact", {}),  # the default: gated, lambda 2
+    # the default's form: the tuned gate on the later third of the blocks, calibrated to +2 % (its texts cut short:
+    # tuned briefly on the concept data, the budget on the calibration text's kinds)
+    ("linact", {"gate_tune_toxic": "concept", "gate_tune_clean": "none", "gate_neutral": "none",
+                "gate_tune_steps": "3", "calibration_panel": "text"}),
     ("aura", {"hooks": "hook_post"}),
 ])
 def test_steered_logits_equal_hugging_face_with_the_edit_by_hand(tiny_dir, method, options):
@@ -294,10 +299,10 @@ def test_both_backends_give_the_same_activations_and_logits(tiny_dir):
 @both
 @pytest.mark.parametrize("learn_on", BACKENDS)
 def test_an_intervention_file_crosses_backends(tiny_dir, tmp_path, learn_on):
-    """Learned (gated Linear-AcT, the default) on one backend, saved, loaded on the other: the same logits."""
+    """Learned (gated Linear-AcT) on one backend, saved, loaded on the other: the same logits."""
     models = dict(zip(BACKENDS, pair_on(tiny_dir)))
     other = next(b for b in BACKENDS if b != learn_on)
-    iv = learn_intervention(models[learn_on], concept(), "linact", max_ppl_increase="none", progress=False)
+    iv = learn_intervention(models[learn_on], concept(), "linact", **PROBE_GATED, progress=False)
     path = iv.save(tmp_path / "iv.safetensors")
     tokens, mask = tokens_of(models[learn_on])
     with torch.inference_mode():
@@ -307,7 +312,7 @@ def test_an_intervention_file_crosses_backends(tiny_dir, tmp_path, learn_on):
                 logits[name] = model(tokens, attention_mask=mask)
     rows = mask.bool()
     torch.testing.assert_close(logits[other][rows], logits[learn_on][rows], rtol=1e-4, atol=1e-4)
-    relearned = learn_intervention(models[other], concept(), "linact", max_ppl_increase="none", progress=False)
+    relearned = learn_intervention(models[other], concept(), "linact", **PROBE_GATED, progress=False)
     for hook, named in iv.tensors.items():  # the causal estimate itself agrees across backends
         torch.testing.assert_close(relearned.tensors[hook]["omega"], named["omega"], rtol=1e-3, atol=1e-4)
 
@@ -315,7 +320,7 @@ def test_an_intervention_file_crosses_backends(tiny_dir, tmp_path, learn_on):
 @both
 def test_both_backends_generate_the_same_steered_text(tiny_dir):
     hooked, bridge = pair_on(tiny_dir)
-    iv = learn_intervention(hooked, concept(), "linact", max_ppl_increase="none", progress=False)
+    iv = learn_intervention(hooked, concept(), "linact", **PROBE_GATED, progress=False)
     config = SamplingConfig(max_new_tokens=12, do_sample=True, top_p=0.9, seed=3)
     texts = {}
     for name, model in (("hooked", hooked), ("bridge", bridge)):

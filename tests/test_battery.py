@@ -16,11 +16,17 @@ from conftest import save_tiny_llama
 from aura_tl.intervention import Intervention
 from aura_tl.methods import get_method
 
+# a gated Linear-AcT learned in seconds for the tests of files, options and outputs: the probe gate at lambda 2, not
+# calibrated (the default's tuned gate and calibration: test_gate_tuning.py, test_calibrate.py; the default itself,
+# learned whole twice: test_same_seed_same_bytes_and_generations_in_fresh_processes, slow)
+QUICK = ["--gate", "probe", "--strength", "2", "--max-ppl-increase", "none"]
+
 
 @pytest.fixture(scope="module")
 def tiny_iv(tiny_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("iv") / "act.safetensors"
-    assert main(["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "20", "-o", str(out)]) == 0
+    assert main(["learn", "--model", str(tiny_dir), *QUICK, "--data", "embedded", "--max-per-class", "20",
+                 "-o", str(out)]) == 0
     return out
 
 
@@ -138,7 +144,7 @@ def test_unavailable_devices_are_named_before_any_weight_is_read(tiny_dir, tiny_
 
 def test_a_second_writer_of_one_output_says_it_replaced_the_file(tiny_dir, tmp_path, caplog):
     out = tmp_path / "act.safetensors"
-    args = ["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "6", "-o", str(out)]
+    args = ["learn", "--model", str(tiny_dir), *QUICK, "--data", "embedded", "--max-per-class", "6", "-o", str(out)]
     with caplog.at_level("WARNING", logger="aura_tl.io"):
         assert main(args) == 0
         assert "replaced the existing file" not in caplog.text
@@ -155,7 +161,8 @@ def test_learn_unknown_method_is_a_usage_error(tiny_dir, tmp_path, capsys):
 
 def test_learn_into_a_missing_directory_creates_it(tiny_dir, tmp_path):
     out = tmp_path / "new" / "deeper" / "act.safetensors"
-    assert main(["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "8", "-o", str(out)]) == 0
+    assert main(["learn", "--model", str(tiny_dir), *QUICK, "--data", "embedded", "--max-per-class", "8",
+                 "-o", str(out)]) == 0
     assert Intervention.load(out).method == "linact"
 
 
@@ -273,7 +280,7 @@ def test_learning_takes_odd_sentences(tiny_dir, tmp_path):
     rows = [{"text": t or "x", "label": i % 2} for i, t in enumerate(ODD_TEXTS * 2)]
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "odd.safetensors"
-    assert main(["learn", "--model", str(tiny_dir), "--data", str(data), "-o", str(out)]) == 0
+    assert main(["learn", "--model", str(tiny_dir), *QUICK, "--data", str(data), "-o", str(out)]) == 0
     assert all(torch.isfinite(t).all() for named in Intervention.load(out).tensors.values() for t in named.values())
 
 
@@ -377,19 +384,32 @@ def test_startup_hook_import_time():
 
 
 # --- 7. determinism across processes --------------------------------------------------------------------------------
-def test_same_seed_same_bytes_and_generations_in_fresh_processes(tiny_dir, tmp_path):
-    """Two fresh interpreters each learn (the CLI's defaults) and sample from the file: same bytes, same text."""
+# the default's every step (on-policy continuations scored and cached, own samples and continued text as neutral
+# text, gate tuning, full-panel calibration) at sizes a test affords: a minute a run on a tiny model with weights
+# N(0, 1), whose next-token distributions are peaked (on the flat ones of HF's initialisation top-p sampling sorts
+# the whole vocabulary every step, and the default's sizes take 8 minutes a run)
+SMALLER = ["--gate-tune-toxic", "onpolicy:3", "--gate-tune-clean", "onpolicy:3", "--gate-tune-steps", "10",
+           "--gate-neutral", "own:32,wikitext:64,piqa:32,hellaswag:32,continued:32"]
+
+
+@pytest.mark.slow  # the default's recipe learned twice
+def test_same_seed_same_bytes_and_generations_in_fresh_processes(tmp_path):
+    """Two fresh interpreters, each with an empty cache, learn (the CLI's default recipe, smaller) and sample from
+    the file: same bytes, same text."""
     from safetensors.torch import load_file
 
+    tiny_dir = save_tiny_llama(tmp_path / "peaked", tie=True, std=1.0)
     outs = []
     for run in (1, 2):
         out = tmp_path / f"run{run}.safetensors"
-        learn = ["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "12", "-o", str(out)]
+        learn = ["learn", "--model", str(tiny_dir), "--data", "embedded", "--max-per-class", "12", *SMALLER,
+                 "-o", str(out)]
         generate = ["generate", "--model", str(tiny_dir), "--intervention", str(out), "--prompt", "You are a",
                     "--max-new-tokens", "6", "--do-sample", "--seed", "3"]
         code = (f"from aura_tl.cli import main; assert main({learn!r}) == 0; print('<generate>', flush=True); "
                 f"assert main({generate!r}) == 0")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        env = {**os.environ, "AURA_TL_CACHE": str(tmp_path / f"cache{run}")}  # the on-policy texts built each time
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         outs.append((load_file(str(out)), done.stdout.split("<generate>", 1)[1]))
     (a, gen_a), (b, gen_b) = outs

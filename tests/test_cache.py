@@ -9,7 +9,8 @@ import torch
 from aura_tl import cache as C
 from aura_tl.methods import get_method
 
-OPTIONS = {"hooks": "hook_attn_out", "max_per_class": 40, "max_ppl_increase": "none"}  # uncalibrated: strength is applied, not learned
+# uncalibrated (strength is applied, not learned), the probe gate (learned in seconds)
+OPTIONS = {"hooks": "hook_attn_out", "max_per_class": 40, "max_ppl_increase": "none", "gate": "probe", "strength": 2.0}
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +46,12 @@ def test_strength_is_applied_to_the_cached_file(tiny, monkeypatch):
 
 def test_steer_prompt_is_applied_to_the_cached_file(tiny, monkeypatch):
     """steer_prompt is applied, not learned: a second learn that asks for it reads the same entry."""
-    first = learn(tiny, steer_prompt=False)
-    assert not first.intervention.steer_prompt
+    first = learn(tiny, steer_prompt=True)  # Linear-AcT's default is false
+    assert first.intervention.steer_prompt
     no_learning(monkeypatch)
     again = learn(tiny)
-    assert again.hit and again.path == first.path and again.intervention.steer_prompt
-    assert not learn(tiny, steer_prompt="false").intervention.steer_prompt
+    assert again.hit and again.path == first.path and not again.intervention.steer_prompt
+    assert learn(tiny, steer_prompt="true").intervention.steer_prompt
 
 
 @pytest.mark.parametrize("change", [{"hooks": "hook_mlp_out"}, {"max_per_class": 41}, {"seed": 1},

@@ -88,8 +88,8 @@ def test_learn_with_a_budget_on_the_real_model(smol, tmp_path):
     text.write_text(TEXT)
     data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
                        [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
-    iv = learn_intervention(smol, data, "linact", hooks="blocks.1*.hook_attn_out", max_ppl_increase=1.0,
-                            calibration_text=str(text), progress=False)
+    iv = learn_intervention(smol, data, "linact", hooks="blocks.1*.hook_attn_out", gate="probe", max_ppl_increase=1.0,
+                            calibration_text=str(text), calibration_panel="text", progress=False)
     record = iv.metadata["calibration"]
     assert iv.strength == record["chosen_strength"] and record["text"] == str(text)
     assert record["unit"] == "word" and record["budget_ratio"] == pytest.approx(1.01)
@@ -112,7 +112,8 @@ def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data
     text.write_text(TEXT)
     data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
                        [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
-    options = dict(max_ppl_increase=1.0, calibration_text=str(text), progress=False, strength=4.0)
+    options = dict(max_ppl_increase=1.0, calibration_text=str(text), progress=False, strength=4.0, gate="probe",
+                   hooks="hook_attn_out")  # the probe gate on every block: learned in seconds
     iv = learn_intervention(tiny, data, "linact", calibration_panel="full", **options)
     record = iv.metadata["calibration"]
     assert list(record["chosen_ppl"]) == list(PANEL) and all(record["texts"][name] > 0 for name in PANEL)
@@ -125,7 +126,7 @@ def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data
     with iv.applied(tiny):
         assert _perplexity_from_bos(tiny, piqa, "word", 8) == pytest.approx(record["chosen_ppl"]["PIQA-length"],
                                                                             rel=1e-4)
-    text_only = learn_intervention(tiny, data, "linact", **options)  # the default panel: the text alone
+    text_only = learn_intervention(tiny, data, "linact", calibration_panel="text", **options)  # the text alone
     assert set(text_only.metadata["calibration"]["chosen_ppl"]) == {"long windows", "short paragraphs"}
     assert text_only.strength >= iv.strength
     # near: also calibration's near-toxic texts (rewrites and tweets 500-999), never stronger than full
@@ -175,9 +176,10 @@ def test_calibrating_a_saved_file_again_equals_learning_with_the_budget(tiny, sh
     text.write_text(TEXT)
     data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
                        [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
+    quick = dict(gate="probe", hooks="hook_attn_out")  # the probe gate on every block: learned in seconds
     budgeted = learn_intervention(tiny, data, "linact", max_ppl_increase=1.0, calibration_text=str(text),
-                                  calibration_panel="full", strength=4.0, progress=False)
-    plain = learn_intervention(tiny, data, "linact", max_ppl_increase="none", strength=4.0, progress=False)
+                                  calibration_panel="full", strength=4.0, progress=False, **quick)
+    plain = learn_intervention(tiny, data, "linact", max_ppl_increase="none", strength=4.0, progress=False, **quick)
     saved = Intervention.load(plain.save(tmp_path / "plain.safetensors"))
     with pytest.raises(ValueError, match="needs a budget"):
         recalibrated(tiny, saved, progress=False)

@@ -30,7 +30,7 @@ def tiny_folder(tmp_path_factory):
 
 def run(prefix, folder, out, cache):
     args = ["-m", "lm_eval", "--model", "aura-hooked", "--model_args",
-            f"model={folder},method=linact,data=embedded,max_per_class=16,max_ppl_increase=none", "--tasks", "piqa_local,rtp_toxicity",
+            f"model={folder},method=linact,gate=probe,data=embedded,max_per_class=16,max_ppl_increase=none", "--tasks", "piqa_local,rtp_toxicity",
             "--limit", "10", "--output_path", str(out)]
     env = {**os.environ, "AURA_TL_SCORER": "jigsaw-bilstm", "AURA_TL_CACHE": str(cache), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=600, env=env)
@@ -54,7 +54,8 @@ def test_two_processes_give_the_metrics_of_one(tiny_folder, tmp_path):
 
 def learn_files(prefix, folder, out, method, per_class):
     done = subprocess.run([*prefix, "-m", "aura_tl.cli", "learn", "--model", str(folder), "--method", method, "--data",
-                           "embedded", "--max-per-class", str(per_class), "--max-ppl-increase", "none", "-o", str(out)],
+                           "embedded", "--max-per-class", str(per_class), "--max-ppl-increase", "none",
+                           *(["--gate", "probe"] if method == "linact" else []), "-o", str(out)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr[-3000:]
     from safetensors.torch import load_file

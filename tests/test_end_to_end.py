@@ -30,7 +30,7 @@ def test_lm_eval_linact_on_the_eval_split(tmp_path, shared_data):
     from aura_tl.splits import select_split
 
     out = tmp_path / "results"
-    command = ["lm_eval", "--model", "aura-hooked", "--model_args", "method=linact,max_per_class=16,max_ppl_increase=none",
+    command = ["lm_eval", "--model", "aura-hooked", "--model_args", "method=linact,gate=probe,strength=2,max_per_class=16,max_ppl_increase=none",
                "--tasks", "rtp_toxicity", "--limit", "4", "--batch_size", "4", "--log_samples",
                "--metadata", json.dumps({"rtp_split": "eval"}), "--output_path", str(out)]
     env = {**os.environ, "AURA_SHARED_DATA": str(shared_data), "AURA_TL_SCORER": "jigsaw-bilstm",

@@ -112,7 +112,7 @@ def test_a_rule_from_outside_on_held_responses_and_in_the_cli(tiny, toy_rule, tm
 
 def test_gate_option_spellings():
     linact, aura = get_method("linact"), get_method("aura")
-    assert linact.options().gate == "probe" and aura.options().gate is None
+    assert linact.options().gate == "tuned" and aura.options().gate is None  # the default intervention's gate
     for spelling in (True, "true", "yes", "1", "probe"):
         assert aura.options(gate=spelling).gate == "probe"
     for spelling in (False, "false", "no", "0", "none"):

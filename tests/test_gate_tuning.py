@@ -200,7 +200,8 @@ def test_clean_continuations_keep_the_gate_shut_where_they_go(tiny):
 
 def test_tuned_rule_end_to_end(tiny, tmp_path):
     iv = learn_intervention(tiny, toy_concept(8), "linact", max_ppl_increase="none", gate="tuned",
-                            gate_neutral="none", gate_tune_steps=3, gate_tune_batch=4, strength=2, progress=False)
+                            gate_neutral="none", gate_tune_steps=3, gate_tune_batch=4, strength=2,
+                            gate_tune_toxic="concept", gate_tune_clean="none", progress=False)  # mechanics, not text
     record = iv.metadata["gate"]["tuned"]
     assert iv.gate_rule is get_gate("tuned") and record["steps"] == 3 and record["strength"] == 2.0
     assert len(record["loss"]["toxic"]["every_25"]) == 1
@@ -232,7 +233,7 @@ def test_responses_alone_cannot_tune_and_say_so(tiny, caplog):
     from aura_tl.responses import collect_responses
 
     data = toy_concept(6)
-    iv = learn_intervention(tiny, data, "linact", max_ppl_increase="none", progress=False)
+    iv = learn_intervention(tiny, data, "linact", gate="probe", max_ppl_increase="none", progress=False)
     responses = collect_responses(tiny, data.texts, data.labels, iv.hook_names, pooling="positions:16", progress=False)
     with caplog.at_level("WARNING"):
         tuned = gates_from_responses(iv, responses, "tuned")

@@ -73,7 +73,7 @@ def test_gated_hook_reads_heads_head_major():
 @pytest.fixture(scope="module")
 def learned(tiny):
     return learn_intervention(tiny, concept(), "linact", hooks="hook_attn_out", gate=True, max_ppl_increase="none",
-                              progress=False)
+                              strength=2.0, progress=False)
 
 
 def test_learned_gates_are_stored_and_survive_a_file(learned, tmp_path):

@@ -91,6 +91,9 @@ def small_options(name: str, tmp_path):
         values |= {"steps": 4, "step_batch": 4}
     if get_method(name).options().max_ppl_increase is not None:  # calibration (the default's) is tested on SmolLM2
         values["max_ppl_increase"] = "none"
+    if get_method(name).options().gate == "tuned":  # the tuned gate runs through Gemma: a few steps on the concept data
+        values |= {"gate_tune_toxic": "concept", "gate_tune_clean": "none", "gate_neutral": "none",
+                   "gate_tune_steps": 2}
     if "destein_pairs" in own:
         pairs = tmp_path / "pairs.jsonl"
         pairs.write_text("".join(json.dumps({"toxic": f"{who} is a stupid idiot.", "nontoxic": f"{who} is a kind person."})

@@ -27,9 +27,10 @@ def test_no_unrestricted_unpickling_in_the_package():
 def test_same_seed_same_intervention(tiny):
     data = ConceptData([f"you stupid idiot {i}" for i in range(10)] + [f"thank you kindly {i}" for i in range(10)],
                        [1] * 10 + [0] * 10, "test", "text_label")
+    quick = {"aura": {}, "linact": {"gate": "probe", "calibration_panel": "text"}}  # the default whole: test_battery
     for method, hooks in (("aura", "hook_post"), ("linact", "hook_attn_out")):
-        a = learn_intervention(tiny, data, method, hooks=hooks, progress=False)
-        b = learn_intervention(tiny, data, method, hooks=hooks, progress=False)
+        a = learn_intervention(tiny, data, method, hooks=hooks, progress=False, **quick[method])
+        b = learn_intervention(tiny, data, method, hooks=hooks, progress=False, **quick[method])
         for hook in a.tensors:
             for name in a.tensors[hook]:
                 assert torch.equal(a.tensors[hook][name], b.tensors[hook][name])

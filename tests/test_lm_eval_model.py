@@ -92,7 +92,7 @@ def test_method_linact_learns_at_start_up(smol):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        steered = AuraHookedLM(method="linact", max_per_class="16", hooks="blocks.1*.hook_attn_out",
+        steered = AuraHookedLM(method="linact", max_per_class="16", hooks="blocks.1*.hook_attn_out", gate="probe",
                                max_ppl_increase="none", device="cpu")
         plain = AuraHookedLM(method="none", device="cpu")
     assert steered.intervention.method == "linact" and len(steered.intervention.hook_names) == 11  # blocks.1 and 10-19
@@ -129,11 +129,24 @@ def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp
     from lm_eval_plugin.model import AuraHookedLM
 
     monkeypatch.setenv("AURA_TL_CACHE", str(tmp_path))
-    # the defaults' path end to end, on 48 sentences per class instead of 398 (what is tested is the wiring; what
-    # the default does at full size is measured in bench/ and docs/results/): 5 minutes of CI less
+    # the defaults' path end to end (what is tested is the wiring: the default options reach learning, are cached
+    # under their key, calibrated to the default budget and said); learning itself runs lighter, on 48 sentences per
+    # class instead of 398 and the tuned gate on the concept data for 5 steps, calibrated on the text panel: the
+    # default at full size learns for 40 minutes on 2 cores (its recipe: test_gate_tuning.py, test_calibrate.py;
+    # what it does: bench/ and docs/results/)
     full = cache.concept_data_for
     monkeypatch.setattr(cache, "concept_data_for",
                         lambda options, layout="auto", **kw: full(dataclasses.replace(options, max_per_class=48), layout, **kw))
+    learn = cache.learn_intervention
+    received = []
+
+    def lighter(model, data, method, options, **kw):
+        received.append(options)
+        gate = dataclasses.replace(options.gate_options, gate_tune_toxic="concept", gate_tune_clean="none",
+                                   gate_neutral="wikitext:64", gate_tune_steps=5)
+        return learn(model, data, method, dataclasses.replace(options, gate_options=gate, calibration_panel="text"),
+                     **kw)
+    monkeypatch.setattr(cache, "learn_intervention", lighter)
     with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="lm_eval_plugin.model"):
         warnings.simplefilter("ignore")
         steered = AuraHookedLM(device="cpu")
@@ -143,6 +156,9 @@ def test_default_model_args_steer_and_the_second_start_reads_the_cache(smol, tmp
     from aura_tl.methods import get_method
 
     defaults = get_method(DEFAULT_METHOD).options()
+    assert received == [defaults]  # no model_args: the method's defaults reach learning, nothing else
+    assert steered.intervention.gate_rule.name == defaults.gate and sorted(steered.intervention.hook_names) == sorted(
+        f"blocks.{i}.hook_attn_out" for i in range(20, 30))  # the later third of SmolLM2's 30 blocks
     chosen = steered.intervention.strength  # calibrated: the strongest lambda <= the default within the budget
     assert steered.intervention.metadata["calibration"]["max_ppl_increase"] == defaults.max_ppl_increase
     assert 0 < chosen <= defaults.strength and steered.intervention.metadata["calibration"]["chosen_strength"] == chosen

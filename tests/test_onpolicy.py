@@ -79,7 +79,7 @@ def test_onpolicy_pairs_data_is_learned_from_the_models_cached_continuations(tin
     monkeypatch.setattr(aura_tl.onpolicy, "prompt_records", lambda split: learn)
     monkeypatch.setattr(aura_tl.onpolicy, "get_scorer", lambda name=None: EveryThirdToxic())
     options = get_method("linact").options(data="onpolicy-pairs:2", pooling="mean_last:4", hooks="hook_attn_out",
-                                           max_ppl_increase="none")
+                                           gate="probe", max_ppl_increase="none")  # the data is tested, not the gate
     with pytest.raises(ValueError, match="pass the model"):
         concept_data_for(options)
     data = concept_data_for(options, model=tiny, progress=False)

@@ -200,12 +200,13 @@ def test_a_reused_file_is_described_by_what_it_was_learned_with(report, tmp_path
     from aura_tl.options import as_dict
 
     options = as_dict(get_method("linact").options(gate="tuned", hooks="blocks.{1/2:}.hook_attn_out",
-                                                   gate_tune_steps=7, max_ppl_increase=2.0))
+                                                   gate_tune_steps=7, max_ppl_increase=3.0))
     d = tiny.cfg.d_model
     Intervention("aura", {"blocks.1.hook_attn_out": {"alpha": torch.rand(d)}}, ModelShape.of(tiny),
                  {"options": options}, 0.75).save(tmp_path / "x.safetensors")  # any file: only its metadata is read
     described = report.file_description(tmp_path / "x.safetensors", "linact")
-    assert described == ("gate=tuned, hooks=blocks.{1/2:}.hook_attn_out, max_ppl_increase=2.0, gate_tune_steps=7, "
+    # gate=tuned is Linear-AcT's default, so only the rule's own option off its default is named
+    assert described == ("hooks=blocks.{1/2:}.hook_attn_out, max_ppl_increase=3.0, gate_tune_steps=7, "
                          "strength 0.75 in the file")
     assert report.file_description(tmp_path / "absent.safetensors", "linact") is None
 

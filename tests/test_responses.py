@@ -123,7 +123,7 @@ def test_responses_from_a_transformerlens_cache_equal_collect_responses(tiny):
 
 @pytest.mark.parametrize("method, options", [("aura", {}), ("det0", {"num_experts": 20}), ("damp", {"num_experts": 20}),
                                              ("linact", {"causal": False, "gate": False}), ("meanact", {"causal": False}),
-                                             ("linact", {"causal": False})])
+                                             ("linact", {"causal": False, "gate": "probe"})])
 def test_interventions_from_a_cache_equal_learning_on_the_same_texts(tiny, method, options):
     """The researcher's path (run_with_cache -> responses_from_cache -> intervention_from_responses) gives the
     tensors that `learn_intervention` computes by running the model itself."""

@@ -12,21 +12,26 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from aura_tl.gating import DEFAULT_GATE
 from aura_tl.methods import register_method
 from aura_tl.methods._transport import TransportMethod, TransportOptions
 from aura_tl.options import with_default
 
-DEFAULT_BUDGET = 4.0  # % word perplexity, worst of the retention panel (aura_tl.calibrate); none turns it off
+DEFAULT_BUDGET = 2.0  # % word perplexity, worst of the full retention panel (aura_tl.calibrate); none turns it off
 
 
 @dataclass
 class LinearActOptions(TransportOptions):
-    # the package's default intervention: gated, lambda 2 (why, measured: docs/results/defaults.md)
-    gate: str | None = with_default(TransportOptions, "gate", DEFAULT_GATE)
-    strength: float = with_default(TransportOptions, "strength", 2.0)
-    # ...then calibrated to the model at hand: the strongest lambda <= 2 within +4 % on every panel text
+    # the package's default intervention (why, measured: docs/results/defaults.md): the later third of the blocks'
+    # attention outputs, under a gate tuned through the model on its own toxic and clean continuations
+    # (aura_tl.gate_tuning), continuing a prompt from its last position on (the prompt's keys and values unsteered)
+    hooks: str = with_default(TransportOptions, "hooks", "blocks.{2/3:}.hook_attn_out")
+    gate: str | None = with_default(TransportOptions, "gate", "tuned")
+    steer_prompt: bool = with_default(TransportOptions, "steer_prompt", False)
+    # ...then calibrated to the model at hand: the strongest lambda up to the transport cap within +2 % on every
+    # text of the full retention panel
+    strength: float = with_default(TransportOptions, "strength", TransportMethod.max_strength)
     max_ppl_increase: float | None = with_default(TransportOptions, "max_ppl_increase", DEFAULT_BUDGET)
+    calibration_panel: str = with_default(TransportOptions, "calibration_panel", "full")
 
 
 def read_sorted(sorted_values: Float[Tensor, "m d"], positions: Float[Tensor, " k"]) -> Float[Tensor, "k d"]:
