@@ -17,8 +17,8 @@ from aura_tl.intervention import Intervention
 from aura_tl.methods import get_method
 
 # a gated Linear-AcT learned in seconds for the tests of files, options and outputs: the probe gate at lambda 2, not
-# calibrated (the default's tuned gate and calibration: test_gate_tuning.py, test_calibrate.py; the default itself,
-# learned whole twice: test_same_seed_same_bytes_and_generations_in_fresh_processes, slow)
+# calibrated (the default's tuned gate and calibration: test_gate_tuning.py, test_calibrate.py; the default's recipe,
+# learned smaller twice: test_same_seed_same_bytes_and_generations_in_fresh_processes, slow)
 QUICK = ["--gate", "probe", "--strength", "2", "--max-ppl-increase", "none"]
 
 
