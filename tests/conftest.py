@@ -103,6 +103,13 @@ def tiny(tmp_path_factory):
     return load_model(str(folder), device="cpu")
 
 
+# Linear-AcT learned in seconds, for tests of files, options, backends and caching (not of the default recipe):
+# the fitted probe gate at lambda 2, not calibrated
+PROBE_GATED = {"gate": "probe", "strength": 2.0, "max_ppl_increase": "none"}
+# the default's tuned gate, tuned briefly on the concept data alone (no on-policy or neutral text to build)
+TUNED_BRIEFLY = {"gate_tune_toxic": "concept", "gate_tune_clean": "none", "gate_neutral": "none", "gate_tune_steps": 3}
+
+
 REAL_MODEL_FIXTURES = {"smol", "smol_hf", "pair", "learned", "smol_pair", "gemma", "gemma_hf", "gemma_pair"}
 
 
@@ -118,4 +125,3 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.model)
-

@@ -12,7 +12,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import save_tiny_llama
+from conftest import PROBE_GATED, TUNED_BRIEFLY, save_tiny_llama
 
 from aura_tl.backends import BACKENDS, backend_of, check_backend, hooked_transformer_available
 from aura_tl.data import ConceptData, load_concept_data
@@ -24,8 +24,6 @@ from aura_tl.models import hf_tokenizer, load_hf, load_model
 
 both = pytest.mark.skipif(not hooked_transformer_available(), reason="this TransformerLens has no HookedTransformer")
 TEXTS = ["The capital of Germany is", "Shut up, you absolute", "Once upon a time, in a village far away,"]
-# a gated Linear-AcT learned in seconds (the default's tuned gate runs the model: tested in test_gate_tuning.py)
-PROBE_GATED = {"gate": "probe", "strength": 2.0, "max_ppl_increase": "none"}
 # every hook kind an intervention may sit on, as users spell them
 HOOK_KINDS = ["blocks.*.hook_resid_pre", "blocks.*.hook_attn_out", "blocks.*.attn.hook_z", "blocks.*.hook_mlp_out",
               "blocks.*.mlp.hook_pre", "blocks.*.mlp.hook_pre_linear", "blocks.*.mlp.hook_post",
@@ -237,8 +235,7 @@ def hf_with_edit(hf, iv: Intervention, input_ids) -> torch.Tensor:
     ("linact", {"gate": "false", "strength": 1.0}),
     # the default's form: the tuned gate on the later third of the blocks, calibrated to +2 % (its texts cut short:
     # tuned briefly on the concept data, the budget on the calibration text's kinds)
-    ("linact", {"gate_tune_toxic": "concept", "gate_tune_clean": "none", "gate_neutral": "none",
-                "gate_tune_steps": "3", "calibration_panel": "text"}),
+    ("linact", {**TUNED_BRIEFLY, "calibration_panel": "text"}),
     ("aura", {"hooks": "hook_post"}),
 ])
 def test_steered_logits_equal_hugging_face_with_the_edit_by_hand(tiny_dir, method, options):

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from aura_tl.cli import main
-from conftest import save_tiny_llama
+from conftest import PROBE_GATED, save_tiny_llama
 from aura_tl.intervention import Intervention
 from aura_tl.methods import get_method
 
 # a gated Linear-AcT learned in seconds for the tests of files, options and outputs: the probe gate at lambda 2, not
 # calibrated (the default's tuned gate and calibration: test_gate_tuning.py, test_calibrate.py; the default's recipe,
 # learned smaller twice: test_same_seed_same_bytes_and_generations_in_fresh_processes, slow)
-QUICK = ["--gate", "probe", "--strength", "2", "--max-ppl-increase", "none"]
+QUICK = [arg for name, value in PROBE_GATED.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 @pytest.fixture(scope="module")

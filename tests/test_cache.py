@@ -4,13 +4,14 @@ changes what is learned misses, and a damaged or foreign file is relearned, neve
 import logging
 
 import pytest
+from conftest import PROBE_GATED
 import torch
 
 from aura_tl import cache as C
 from aura_tl.methods import get_method
 
 # uncalibrated (strength is applied, not learned), the probe gate (learned in seconds)
-OPTIONS = {"hooks": "hook_attn_out", "max_per_class": 40, "max_ppl_increase": "none", "gate": "probe", "strength": 2.0}
+OPTIONS = {"hooks": "hook_attn_out", "max_per_class": 40, **PROBE_GATED}
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import math
 import random
 
 import pytest
+from conftest import PROBE_GATED
 import torch
 from safetensors.torch import save_file
 
@@ -26,8 +27,7 @@ TOKENS = torch.tensor([[5, 17, 300, 4000, 12]])
 def good_file(tiny, tmp_path_factory):
     data = ConceptData([f"you stupid idiot {i}" for i in range(8)] + [f"thanks, lovely day {i}" for i in range(8)],
                        [1] * 8 + [0] * 8, "test", "text_label")
-    iv = learn_intervention(tiny, data, "linact", hooks="hook_attn_out", gate="probe", strength=2.0,
-                            max_ppl_increase="none", progress=False)
+    iv = learn_intervention(tiny, data, "linact", hooks="hook_attn_out", **PROBE_GATED, progress=False)
     return iv.save(tmp_path_factory.mktemp("fuzz") / "good.safetensors")
 
 

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import TUNED_BRIEFLY
 from lm_eval.api.instance import Instance
 
 from aura_tl.backends import backend_of
@@ -92,8 +93,7 @@ def small_options(name: str, tmp_path):
     if get_method(name).options().max_ppl_increase is not None:  # calibration (the default's) is tested on SmolLM2
         values["max_ppl_increase"] = "none"
     if get_method(name).options().gate == "tuned":  # the tuned gate runs through Gemma: a few steps on the concept data
-        values |= {"gate_tune_toxic": "concept", "gate_tune_clean": "none", "gate_neutral": "none",
-                   "gate_tune_steps": 2}
+        values |= {**TUNED_BRIEFLY, "gate_tune_steps": 2}
     if "destein_pairs" in own:
         pairs = tmp_path / "pairs.jsonl"
         pairs.write_text("".join(json.dumps({"toxic": f"{who} is a stupid idiot.", "nontoxic": f"{who} is a kind person."})
