@@ -40,7 +40,7 @@ from aura_tl.hooks import last_block
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.methods.lineas import ShuffledPasses, frozen
 from aura_tl.models import hf_tokenizer, pad_token_id, start_token_id
-from aura_tl.onpolicy import check_source, clean_pairs, joined, toxic_pairs
+from aura_tl.onpolicy import check_source, clean_pairs, joined, source_rows, toxic_pairs
 from aura_tl.options import option, with_default
 from aura_tl.responses import Batch, make_batch
 
@@ -243,19 +243,20 @@ def tuned_intervention(model, intervention, data, options, *, progress: bool = T
         return intervention
     fitted = {hook: {k: intervention.tensors[hook][k] for k in TUNED_TENSORS} for hook in edits}
     neutral = [t for t, label in zip(data.texts, data.labels) if label == 0]
+    sides = (options.gate_tune_toxic, options.gate_tune_clean)
+    onpolicy = {source: source_rows(model, source, progress=progress)  # a file both sides use is read once
+                for source in dict.fromkeys(sides) if source not in ("concept", "none")}
     if options.gate_tune_toxic == "concept":
         toxic = later_halves(model, [t for t, label in zip(data.texts, data.labels) if label == 1],
                              options.gate_tune_tokens)
     else:
-        toxic = continuations(model, toxic_pairs(model, options.gate_tune_toxic, progress=progress),
-                              options.gate_tune_tokens)
+        toxic = continuations(model, toxic_pairs(onpolicy[options.gate_tune_toxic]), options.gate_tune_tokens)
     tuning = Tuning(strength, options.gate_tune_steps, options.gate_tune_lr, options.gate_tune_keep,
                     options.gate_tune_batch, options.gate_tune_tokens,
                     int(intervention.metadata.get("options", {}).get("seed", 0)), options.gate_tune_clean_weight)
     clean = None
     if options.gate_tune_clean != "none":
-        clean = continuations(model, clean_pairs(model, options.gate_tune_clean, progress=progress),
-                              options.gate_tune_tokens)
+        clean = continuations(model, clean_pairs(onpolicy[options.gate_tune_clean]), options.gate_tune_tokens)
     tensors, record = tune_gates(model, edits, fitted, toxic, neutral, tuning, clean=clean, progress=progress)
     record = {**record, "toxic_text": options.gate_tune_toxic,
               **({"clean_text": options.gate_tune_clean} if clean is not None else {})}

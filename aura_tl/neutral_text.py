@@ -31,17 +31,17 @@ from aura_tl.data import shipped_texts
 from aura_tl.gating import COUNTED_SOURCE, SOURCE_NAMES
 from aura_tl.generation import SamplingConfig, generate_ids
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_TASK_DOCS, NEAR_TOXIC, near_toxic_texts, nontoxic_prompts,
-                               own_continuations, task_texts)
+from aura_tl.retention import (GATE_NEAR_TEXTS_START, GATE_SETS_DIR, GATE_TASK_DOCS, NEAR_TOXIC, TASK_SETS,
+                               near_toxic_texts, nontoxic_prompts, own_continuations, task_texts)
 
 log = logging.getLogger(__name__)
 OWN_SAMPLE_TOKENS = 64
 WIKITEXT_NEUTRAL_DOCS = slice(40, None)  # after the report's (0-9) and calibration's (20-39) documents
 # the document-like sources (wikitext, piqa, hellaswag) as the local data gives them, for a fresh install: a gate's
 # neutral text is then the same with or without the data folder (provenance and licences in the folder's README)
-SHIPPED_DIR = Path(__file__).resolve().parent / "neutral_sets"
-SHIPPED_SOURCES = ("wikitext", "piqa", "hellaswag")
-SHIPPED_TEXTS = 500  # of each: `piqa:N` / `hellaswag:N` read at most 500 (`GATE_TASK_DOCS`)
+SHIPPED_DIR = GATE_SETS_DIR
+SHIPPED_SOURCES = ("wikitext", *TASK_SETS.values())
+SHIPPED_TEXTS = GATE_TASK_DOCS.stop - GATE_TASK_DOCS.start  # of each: all `piqa:N` / `hellaswag:N` may read
 
 
 def own_samples(model, n: int, *, tokens: int = OWN_SAMPLE_TOKENS, seed: int = 0, batch_size: int = 64,
@@ -76,18 +76,17 @@ def wikitext_neutral(model, n: int) -> list[str]:
     return shipped_neutral("wikitext", n) if docs is None else paragraph_lines("".join(docs))[:n]
 
 
-TASK_KINDS = {"piqa": "PIQA-length", "hellaswag": "HellaSwag-length"}  # source name: the retention panel's kind
+TASK_KINDS = {name: kind for kind, name in TASK_SETS.items()}  # source name: the retention panel's kind
 
 
 def task_neutral(kind: str, n: int) -> list[str]:
     """The `kind` texts ("piqa" or "hellaswag") of the first `n` documents of `GATE_TASK_DOCS`: from the local data,
-    else as shipped."""
+    else as shipped (`aura_tl.retention.SHIPPED_TASK_DOCS`)."""
     available = GATE_TASK_DOCS.stop - GATE_TASK_DOCS.start
     if n > available:
         raise ValueError(f"{kind}:{n}: gates may read at most {available} task documents (the rest are the report's "
                          f"and calibration's)")
-    texts = task_texts(slice(GATE_TASK_DOCS.start, GATE_TASK_DOCS.start + n), (TASK_KINDS[kind],)).get(TASK_KINDS[kind])
-    return shipped_neutral(kind, n) if texts is None else texts
+    return task_texts(slice(GATE_TASK_DOCS.start, GATE_TASK_DOCS.start + n), (TASK_KINDS[kind],))[TASK_KINDS[kind]]
 
 
 def continued_neutral(model, n: int) -> list[str]:

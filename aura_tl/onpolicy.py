@@ -108,15 +108,14 @@ def source_rows(model, source: str, *, progress: bool = True) -> list[dict]:
     return read_onpolicy(Path(source).expanduser())
 
 
-def toxic_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
-    """The (prompt, continuation) pairs labelled toxic in on-policy `source` (`source_rows`)."""
-    return [(r["prompt"], r["text"]) for r in source_rows(model, source, progress=progress) if int(r["label"]) == 1]
+def toxic_pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    """The (prompt, continuation) pairs labelled toxic among on-policy `rows` (`source_rows`)."""
+    return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 1]
 
 
-def clean_pairs(model, source: str, *, progress: bool = True) -> list[tuple[str, str]]:
-    """The (prompt, continuation) pairs labelled non-toxic in on-policy `source` whose prompt has a toxic one too:
+def clean_pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    """The (prompt, continuation) pairs labelled non-toxic among on-policy `rows` whose prompt has a toxic one too:
     where the model, on the very prompts that lead it to toxic text, stayed clean (and, mostly, on subject)."""
-    rows = source_rows(model, source, progress=progress)
     leading = {r["prompt"] for r in rows if int(r["label"]) == 1}
     return [(r["prompt"], r["text"]) for r in rows if int(r["label"]) == 0 and r["prompt"] in leading]
 

@@ -26,9 +26,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aura_tl.calibrate import (WIKITEXT_DOCS, paragraphs, shipped_calibration, short_rows, wikitext_slice,
-                               window_rows)
-from aura_tl.data import read_davidson_neither, read_jsonl, prompt_records, read_paradetox_pairs
+from aura_tl.calibrate import (SHIPPED_CALIBRATION_DIR, WIKITEXT_DOCS, paragraphs, shipped_calibration, short_rows,
+                               wikitext_slice, window_rows)
+from aura_tl.data import prompt_records, read_davidson_neither, read_jsonl, read_paradetox_pairs, shipped_texts
 from aura_tl.generation import SamplingConfig, generate
 from aura_tl.models import hf_tokenizer
 from aura_tl.paths import local_data_path
@@ -96,13 +96,16 @@ def hellaswag_docs(path=None) -> list[dict] | None:
     return None if found is None else [{k: r[k] for k in HELLASWAG_FIELDS if k in r} for r in read_jsonl(found)]
 
 
-TASK_SETS = {"PIQA-length": "piqa", "HellaSwag-length": "hellaswag"}  # kind: its shipped calibration set
+TASK_SETS = {"PIQA-length": "piqa", "HellaSwag-length": "hellaswag"}  # kind: the name of its shipped sets
+GATE_SETS_DIR = Path(__file__).resolve().parent / "neutral_sets"  # gates' neutral text (`aura_tl.neutral_text`)
+# the task documents that ship with aura-tl, read where the data is not local: (documents, the folder of their sets)
+SHIPPED_TASK_DOCS = ((CALIBRATION_TASK_DOCS, SHIPPED_CALIBRATION_DIR), (GATE_TASK_DOCS, GATE_SETS_DIR))
 
 
 def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-length")) -> dict[str, list[str]]:
     """PIQA- and HellaSwag-length texts (those of `kinds`) of the documents `docs`: each context with its gold
-    answer, as lm-eval's tasks prompt them; without local data, as shipped where `docs` lies in
-    `CALIBRATION_TASK_DOCS`, else the kind is left out."""
+    answer, as lm-eval's tasks prompt them; without local data, as shipped where `docs` lies in a range of
+    `SHIPPED_TASK_DOCS`, else the kind is left out."""
     import datasets
     from lm_eval.tasks.hellaswag.utils import process_docs
 
@@ -115,10 +118,12 @@ def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-
     if hellaswag is not None:
         processed = process_docs(datasets.Dataset.from_list(hellaswag[docs]))
         texts["HellaSwag-length"] = [f"{d['query']} {d['choices'][int(d['label'])]}" for d in processed]
-    shipped = CALIBRATION_TASK_DOCS
-    if shipped.start <= docs.start and docs.stop is not None and docs.stop <= shipped.stop:
-        for kind in set(kinds) - set(texts):
-            texts[kind] = shipped_calibration(TASK_SETS[kind])[docs.start - shipped.start:docs.stop - shipped.start]
+    for shipped, folder in SHIPPED_TASK_DOCS:
+        if shipped.start <= docs.start and docs.stop is not None and docs.stop <= shipped.stop:
+            for kind in [k for k in kinds if k not in texts]:
+                log.info("%s: no local data, documents %d-%d as shipped with aura-tl", kind, docs.start,
+                         docs.stop - 1)
+                texts[kind] = shipped_texts(folder, TASK_SETS[kind])[docs.start - shipped.start:docs.stop - shipped.start]
     return {kind: texts[kind] for kind in kinds if kind in texts}
 
 

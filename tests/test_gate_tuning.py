@@ -14,6 +14,7 @@ from toy_concept import toy_concept
 
 from aura_tl.backends import hooks_applied
 from aura_tl.gate_tuning import (
+    TUNE_STRENGTH_CAP,
     LossRows,
     Tuning,
     TunedGateOptions,
@@ -24,12 +25,14 @@ from aura_tl.gate_tuning import (
     padded,
     rows_from_bos,
     tune_gates,
+    tuned_intervention,
 )
 from aura_tl.gating import gated_hook, get_gate
 from aura_tl.intervention import Intervention, hook_function
 from aura_tl.learn import learn_intervention
+from aura_tl.methods import get_method
 from aura_tl.models import hf_tokenizer, start_token_id
-from aura_tl.onpolicy import clean_pairs, toxic_pairs
+from aura_tl.onpolicy import clean_pairs, source_rows, toxic_pairs
 
 TOKENS = torch.tensor([[5, 17, 300, 4000, 12], [7, 8, 9, 10, 11]])
 
@@ -78,12 +81,12 @@ def test_onpolicy_pairs_read_the_toxic_rows_of_a_file(tiny, tmp_path):
     rows = [{"text": "you idiot", "label": 1, "score": 0.9, "prompt": "He said"},
             {"text": "hello", "label": 0, "score": 0.1, "prompt": "She said"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert toxic_pairs(tiny, str(path)) == [("He said", "you idiot")]
+    assert toxic_pairs(source_rows(tiny, str(path))) == [("He said", "you idiot")]
     assert TunedGateOptions(gate_tune_toxic=str(path)).gate_tune_toxic == str(path)
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"text": "x", "label": 1}) + "\n")
     with pytest.raises(ValueError, match="aura-tl onpolicy"):
-        toxic_pairs(tiny, str(other))
+        source_rows(tiny, str(other))
     for bad in ("onpolicy:0", "onpolicy", "nothing.jsonl"):
         with pytest.raises(ValueError, match="gate_tune_toxic"):
             TunedGateOptions(gate_tune_toxic=bad)
@@ -98,7 +101,7 @@ def test_clean_pairs_are_the_clean_continuations_of_prompts_that_led_to_toxic_on
             {"text": "good morning", "label": 0, "score": 0.2, "prompt": "She said"},  # her prompt led to none
             {"text": "thanks a lot", "label": 0, "score": 0.0, "prompt": "He said"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert clean_pairs(tiny, str(path)) == [("He said", "hello there"), ("He said", "thanks a lot")]
+    assert clean_pairs(source_rows(tiny, str(path))) == [("He said", "hello there"), ("He said", "thanks a lot")]
 
 
 def fixed_batch_loss(model, edits, gates, toxic, neutral, keep):
@@ -226,6 +229,22 @@ def test_tuned_rule_end_to_end(tiny, tmp_path):
         learn_intervention(tiny, toy_concept(4), "linact", gate="tuned", gate_tune_keep=-1, progress=False)
     with pytest.raises(ValueError, match="gate_tune_clean_weight"):
         TunedGateOptions(gate_tune_clean_weight=-0.5)
+
+
+def test_gates_are_tuned_at_the_learned_lambda_capped_unless_told(tiny):
+    """The lambda gates are tuned at: the intervention's own below `TUNE_STRENGTH_CAP`, the cap above it (a learned
+    12 is calibration's pick, not a lambda to tune at), `gate_tune_strength` over both."""
+    data = toy_concept(8)
+    iv = learn_intervention(tiny, data, "linact", max_ppl_increase="none", gate="token", gate_neutral="none",
+                            strength=2, progress=False)
+    brief = TunedGateOptions(gate_neutral="none", gate_tune_steps=1, gate_tune_batch=4, gate_tune_toxic="concept",
+                             gate_tune_clean="none")
+    for learned, told, expected in ((12.0, None, TUNE_STRENGTH_CAP), (3.0, None, 3.0), (12.0, 6.0, 6.0),
+                                    (1.5, 6.0, 6.0)):
+        options = dataclasses.replace(brief, gate_tune_strength=told)
+        tuned = tuned_intervention(tiny, dataclasses.replace(iv, strength=learned), data, options, progress=False)
+        assert tuned.metadata["gate"]["tuned"]["strength"] == expected and tuned.strength == learned
+    assert TUNE_STRENGTH_CAP < get_method("linact").max_strength  # calibration may choose past it
 
 
 def test_responses_alone_cannot_tune_and_say_so(tiny, caplog):

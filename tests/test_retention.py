@@ -144,6 +144,7 @@ def test_shipped_calibration_texts_are_the_local_ones(shared_data, monkeypatch):
         "HellaSwag-length": local_tasks["HellaSwag-length"][100:110]}
     assert retention.nontoxic_prompts(CALIBRATION_SLICES.prompt_split, 128) == local_prompts[:128]
     assert task_texts(report_slices(100).task_docs) == {}  # the report's documents never ship
+    assert task_texts(slice(1400, 1600)) == {}  # nor a range only partly shipped
     assert retention.nontoxic_prompts(report_slices(100).prompt_split, 5) == []
 
 
