@@ -1,7 +1,7 @@
 """Generation and long-context speed with the default intervention on, against Hugging Face on the same weights
 without one, in one process, interleaved rounds.
 
-    python bench/generation.py [--backend bridge] [--rounds 3] [--device cpu]
+    python bench/generation.py [--backend bridge] [--rounds 3] [--device cpu] [--intervention act.safetensors]
 
 - sampled: 64 prompts x 20 new tokens, top-p 0.9 (no top-k), one batch; ours with the default intervention applied
   (`aura_tl.methods.DEFAULT_METHOD`, learned once and cached) vs HF `generate` with none. Target <= 1.1x.
@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from aura_tl.cache import learn_cached
 from aura_tl.data import rtp_records
 from aura_tl.generation import SamplingConfig, generate_ids, left_pad
+from aura_tl.intervention import Intervention
 from aura_tl.methods import DEFAULT_METHOD, get_method
 from aura_tl.models import hf_tokenizer, load_hf, load_model, pad_token_id
 from aura_tl.paths import shared_data_dir
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--context", type=int, default=2048)
+    parser.add_argument("--intervention", type=Path, help="a saved intervention to apply instead of the default "
+                        "(learned once per backend and cached: ~42 min on 2 CPU cores the first time)")
     parser.add_argument("--bandwidth-gbs", type=float, default=4800.0, help="GPU memory bandwidth (H200: 4,800)")
     args = parser.parse_args()
 
@@ -75,8 +79,11 @@ def main() -> None:
     hf, _ = load_hf(args.model, device=args.device)
     tokenizer = hf_tokenizer(model)
     pad = pad_token_id(tokenizer)
-    options = get_method(DEFAULT_METHOD).options()
-    intervention = learn_cached(model, DEFAULT_METHOD, options, progress=False).intervention
+    if args.intervention:
+        intervention = Intervention.load(args.intervention)
+    else:
+        options = get_method(DEFAULT_METHOD).options()
+        intervention = learn_cached(model, DEFAULT_METHOD, options, progress=False).intervention
     encoded = [tokenizer(p)["input_ids"] for p in prompts(args.prompts)]
     ids, mask = left_pad(encoded, pad, args.device)
     sampled = SamplingConfig(max_new_tokens=args.new_tokens, do_sample=True, top_p=0.9, seed=0)
