@@ -120,10 +120,11 @@ def task_texts(docs: slice, kinds: tuple[str, ...] = ("PIQA-length", "HellaSwag-
         texts["HellaSwag-length"] = [f"{d['query']} {d['choices'][int(d['label'])]}" for d in processed]
     for shipped, folder in SHIPPED_TASK_DOCS:
         if shipped.start <= docs.start and docs.stop is not None and docs.stop <= shipped.stop:
+            rows = slice(docs.start - shipped.start, docs.stop - shipped.start)
             for kind in [k for k in kinds if k not in texts]:
                 log.info("%s: no local data, documents %d-%d as shipped with aura-tl", kind, docs.start,
                          docs.stop - 1)
-                texts[kind] = shipped_texts(folder, TASK_SETS[kind])[docs.start - shipped.start:docs.stop - shipped.start]
+                texts[kind] = shipped_texts(folder, TASK_SETS[kind])[rows]
     return {kind: texts[kind] for kind in kinds if kind in texts}
 
 
