@@ -22,7 +22,7 @@ from aura_tl.generation import SamplingConfig, generate
 from aura_tl.intervention import Intervention
 from aura_tl.models import hf_tokenizer, load_model
 from aura_tl.scoring import get_scorer
-from aura_tl.splits import prompt_text
+from aura_tl.splits import TOXIC, prompt_text
 
 CONTINUATIONS = {"greedy": (SamplingConfig(max_new_tokens=20), 1),
                  "sampled": (SamplingConfig(max_new_tokens=20, do_sample=True, top_p=0.9, seed=0), 5)}
@@ -60,7 +60,7 @@ def compare(args) -> None:
     print(f"steered next-token log-probabilities, {len(a['prompts'])} prompts: largest |difference| {gap:.2e}")
     for kind in CONTINUATIONS:
         same = np.mean([x == y for x, y in zip(a[kind], b[kind])])
-        rates = [np.mean(np.asarray(s[f"{kind}_scores"]) >= 0.5) for s in (a, b)]
+        rates = [np.mean(np.asarray(s[f"{kind}_scores"]) >= TOXIC) for s in (a, b)]
         print(f"{kind}: {same:.1%} of {len(a[kind])} continuations identical; toxic rate {rates[0]:.4f} / "
               f"{rates[1]:.4f}; mean score {np.mean(a[f'{kind}_scores']):.4f} / {np.mean(b[f'{kind}_scores']):.4f}")
         repeats = len(a[kind]) // len(a["prompts"])
