@@ -9,6 +9,9 @@ from aura_tl.learn import learn_intervention
 from aura_tl.retention import (CALIBRATION_NEAR_TEXTS, CALIBRATION_OWN_PROMPTS, CALIBRATION_SLICES, NEAR_TOXIC, PANEL,
                                PANEL_TOKENS, near_toxic_texts, task_texts)
 
+# the probe gate on every block: a Linear-AcT learned in seconds, for tests of calibration itself
+PROBE_EVERY_BLOCK = {"gate": "probe", "hooks": "hook_attn_out"}
+
 TEXT = ("The committee met on Tuesday to discuss the new library. Members agreed that the reading room needs more "
         "light, and the budget for books will grow next year. ") * 6
 
@@ -112,8 +115,7 @@ def test_the_full_panel_holds_the_budget_on_every_kind_of_text(tiny, shared_data
     text.write_text(TEXT)
     data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
                        [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
-    options = dict(max_ppl_increase=1.0, calibration_text=str(text), progress=False, strength=4.0, gate="probe",
-                   hooks="hook_attn_out")  # the probe gate on every block: learned in seconds
+    options = dict(max_ppl_increase=1.0, calibration_text=str(text), progress=False, strength=4.0, **PROBE_EVERY_BLOCK)
     iv = learn_intervention(tiny, data, "linact", calibration_panel="full", **options)
     record = iv.metadata["calibration"]
     assert list(record["chosen_ppl"]) == list(PANEL) and all(record["texts"][name] > 0 for name in PANEL)
@@ -176,10 +178,10 @@ def test_calibrating_a_saved_file_again_equals_learning_with_the_budget(tiny, sh
     text.write_text(TEXT)
     data = ConceptData([f"you stupid idiot {i}, shut up" for i in range(16)] +
                        [f"thank you kindly {i}" for i in range(16)], [1] * 16 + [0] * 16, "test", "text_label")
-    quick = dict(gate="probe", hooks="hook_attn_out")  # the probe gate on every block: learned in seconds
     budgeted = learn_intervention(tiny, data, "linact", max_ppl_increase=1.0, calibration_text=str(text),
-                                  calibration_panel="full", strength=4.0, progress=False, **quick)
-    plain = learn_intervention(tiny, data, "linact", max_ppl_increase="none", strength=4.0, progress=False, **quick)
+                                  calibration_panel="full", strength=4.0, progress=False, **PROBE_EVERY_BLOCK)
+    plain = learn_intervention(tiny, data, "linact", max_ppl_increase="none", strength=4.0, progress=False,
+                               **PROBE_EVERY_BLOCK)
     saved = Intervention.load(plain.save(tmp_path / "plain.safetensors"))
     with pytest.raises(ValueError, match="needs a budget"):
         recalibrated(tiny, saved, progress=False)
